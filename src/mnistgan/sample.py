@@ -1,0 +1,193 @@
+"""Sampling a trained generator and writing digits out: grids, PNG folders, arrays, GIFs.
+
+Nothing here imports the trainer: `load_generator` needs only the exported files
+(generator.safetensors + generator.json) or a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import checkpoint as ckpt
+from .data import to_uint8
+from .errors import CheckpointError, MnistganError, UsageError
+from .models import build_generator, output_range
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r} (choose auto, cpu, cuda or cuda:N)") from None
+
+
+class Generator:
+    """A trained generator ready to sample: `g.sample(16)` -> (16, 28, 28) uint8 tensor."""
+
+    def __init__(self, net: torch.nn.Module, meta: dict, device: torch.device):
+        self.net = net.to(device).eval()
+        self.meta = meta
+        self.device = device
+        self.latent_dim = int(meta["latent_dim"])
+        self.pixel_range = output_range(meta["arch"])
+
+    def noise(self, n: int, seed: int | None = None) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        return torch.randn(n, self.latent_dim, generator=gen)
+
+    @torch.inference_mode()
+    def sample_from(self, z: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+        out = [self.net(zb.to(self.device)) for zb in z.split(batch_size)]
+        return to_uint8(torch.cat(out), self.pixel_range)
+
+    def sample(self, n: int, seed: int | None = None, batch_size: int = 2000) -> torch.Tensor:
+        if n <= 0:
+            raise UsageError(f"n must be positive, got {n}")
+        return self.sample_from(self.noise(n, seed), batch_size)
+
+
+def _build(meta: dict, state: dict, where: Path, device: str) -> Generator:
+    try:
+        net = build_generator(meta["arch"], int(meta["latent_dim"]), int(meta.get("width", 64)))
+    except (KeyError, TypeError, ValueError, MnistganError):
+        raise CheckpointError(f"{where}: unknown or incomplete architecture description") from None
+    ckpt.load_state_strict(net, state, where)
+    return Generator(net, meta, pick_device(device))
+
+
+def load_generator(path: str | Path, device: str = "cpu") -> Generator:
+    """A run folder, an exported `*.safetensors` generator, or a training checkpoint `*.pt`."""
+    path = Path(path)
+    if path.is_dir():
+        exported = path / "generator.safetensors"
+        if exported.is_file():
+            path = exported
+        elif (latest := ckpt.latest_checkpoint(path)) is not None:
+            path = latest
+        else:
+            raise CheckpointError(f"{path}: no generator.safetensors or checkpoint in this run")
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    if path.suffix == ".pt":
+        state = ckpt.load_checkpoint(path)
+        from .config import from_dict  # the config inside a checkpoint says which arch
+
+        cfg = from_dict(state["config"])
+        meta = {"arch": cfg.arch, "latent_dim": cfg.latent_dim, "width": cfg.width}
+        return _build(meta, state["G"], path, device)
+    meta, tensors = ckpt.read_generator_files(path)
+    return _build(meta, tensors, path, device)
+
+
+# ------------------------------------------------------------------------------ output
+
+
+def grid_image(images: torch.Tensor | np.ndarray, nrow: int | None = None, pad: int = 2, scale=1):
+    """(N, 28, 28) uint8 -> a PIL grid, `nrow` images per row, dark padding between them."""
+    a = np.asarray(images, dtype=np.uint8)
+    n, h, w = a.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    canvas = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.uint8)
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        canvas[pad + r * (h + pad) :][:h, pad + c * (w + pad) :][:, :w] = a[i]
+    img = Image.fromarray(canvas, mode="L")
+    if scale != 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return img
+
+
+def save_grid(images, path: Path, nrow: int | None = None, scale: int = 1) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid_image(images, nrow, scale=scale).save(path)
+    return path
+
+
+def write_samples(images: torch.Tensor, out: Path, nrow: int | None = None) -> str:
+    """By the destination's name: .png grid, .npz/.npy uint8 array, else a folder of PNGs."""
+    out = Path(out)
+    a = np.asarray(images, dtype=np.uint8)
+    suffix = out.suffix.lower()
+    try:
+        if suffix == ".png":
+            save_grid(a, out, nrow)
+            return f"grid of {len(a)} digits"
+        if suffix in (".npz", ".npy"):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(out, images=a) if suffix == ".npz" else np.save(out, a)
+            return f"array {a.shape} uint8"
+        if suffix:
+            raise UsageError(f"--out {out}: use a .png, .npz or .npy file, or a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        width = max(5, len(str(len(a) - 1)))
+        for i, img in enumerate(a):
+            Image.fromarray(img, mode="L").save(out / f"{i:0{width}d}.png")
+        return f"{len(a)} PNG files"
+    except OSError as e:
+        raise MnistganError(f"cannot write {out}: {e.strerror or e}") from None
+
+
+def read_samples(path: Path) -> np.ndarray:
+    """The inverse of write_samples for arrays and folders: (N, 28, 28) uint8."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")
+        if not files:
+            raise MnistganError(f"{path}: no .png files in this folder")
+        imgs = []
+        for p in files:
+            try:
+                with Image.open(p) as im:
+                    a = np.asarray(im.convert("L"))
+            except (OSError, ValueError) as e:
+                raise MnistganError(f"{p}: not a readable image ({e})") from None
+            if a.shape != (28, 28):
+                raise MnistganError(f"{p}: image is {a.shape[1]}x{a.shape[0]}, expected 28x28")
+            imgs.append(a)
+        return np.stack(imgs)
+    if not path.is_file():
+        raise MnistganError(f"{path}: no such file or folder")
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                key = "images" if "images" in f.files else f.files[0]
+                a = f[key]
+        elif path.suffix.lower() == ".npy":
+            a = np.load(path, allow_pickle=False)
+        else:
+            raise MnistganError(f"{path}: expected a .npz, .npy or a folder of PNGs")
+    except (OSError, ValueError, IndexError) as e:
+        raise MnistganError(f"{path}: not a readable array file ({e})") from None
+    a = np.squeeze(a, axis=1) if a.ndim == 4 and a.shape[1] == 1 else a
+    if a.ndim != 3 or a.shape[1:] != (28, 28):
+        raise MnistganError(f"{path}: expected an array of shape (N, 28, 28), got {a.shape}")
+    if a.dtype != np.uint8:
+        if a.dtype.kind != "f":
+            raise MnistganError(f"{path}: expected uint8 pixels or floats in [0, 1]")
+        a = np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)  # floats in [0, 1]
+    return a
+
+
+def progress_gif(frames: list[Path], out: Path, ms_per_frame: int = 300, scale: int = 2) -> Path:
+    """An animated GIF of the sample grids, the last frame held a little longer."""
+    images = []
+    for p in frames:
+        with Image.open(p) as im:
+            im = im.convert("L")
+            images.append(im.resize((im.width * scale, im.height * scale), Image.NEAREST))
+    durations = [ms_per_frame] * (len(images) - 1) + [ms_per_frame * 4]
+    images[0].save(
+        out, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=True
+    )
+    return Path(out)

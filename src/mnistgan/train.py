@@ -1,0 +1,420 @@
+"""The one training loop. Its D/G step pattern, sampling of real batches and cadence all come
+from the Config; presets differ only in their configs.
+
+Per step: real batch -> D step -> G step -> stats. At the end of an epoch: a printed line,
+a sample grid, a checkpoint (all at the preset's cadence). At the end of training: the final
+checkpoint, generator.safetensors/.json, curves.png and progress.gif.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from . import checkpoint as ckpt
+from .config import Config, from_dict, to_dict
+from .data import Mnist, load_mnist, to_float, to_uint8
+from .errors import UsageError
+from .losses import LOSSES
+from .models import build_discriminator, build_generator, init_weights, output_range
+from .plots import plot_curves
+from .sample import pick_device, progress_gif, save_grid
+
+METRIC_COLUMNS = [
+    "epoch", "step", "d_loss", "g_loss", "d_x", "d_g_z", "acc_real", "acc_fake",
+    "images_per_s", "time_s",
+]  # fmt: skip
+# Fields that may change when a run is resumed; anything else would make it another run.
+RESUMABLE_OVERRIDES = {
+    "epochs", "max_minutes", "device", "threads", "sample_every", "checkpoint_every",
+    "keep_checkpoints", "export_every", "data_source", "data_path",
+}  # fmt: skip
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    epoch: int  # completed epochs
+    step: int
+    finished: bool  # all epochs done (False: stopped by --max-minutes or Ctrl-C)
+    train_seconds: float
+    generator_path: Path | None
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer):
+    """SIGINT/SIGTERM ask the loop to stop after the current step (never mid-update)."""
+
+    def handler(signum, frame):
+        if trainer.stop_reason and trainer.stop_reason.startswith("signal"):
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        trainer.stop_reason = f"signal {signal.Signals(signum).name}"
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, data: Mnist | None = None, log=print):
+        self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
+        self.data = data
+
+    # ------------------------------------------------------------------ setup
+
+    def _setup(self, resume_state: dict | None):
+        cfg = self.cfg
+        self.device = pick_device(cfg.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(cfg.threads or default_threads())
+        torch.manual_seed(cfg.seed)
+        self.pixel_range = output_range(cfg.arch)
+        self.G = build_generator(cfg.arch, cfg.latent_dim, cfg.width)
+        self.D = build_discriminator(cfg.arch, cfg.width)
+        init_weights(self.G)
+        init_weights(self.D)
+        self.G.to(self.device)
+        self.D.to(self.device)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr_g, betas, eps=cfg.adam_eps)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d, betas, eps=cfg.adam_eps)
+        self.d_loss_fn, self.g_loss_fn = LOSSES[cfg.loss]
+        # Separate generators, so that sampling a grid never shifts the training randomness.
+        self.data_rng = torch.Generator().manual_seed(cfg.seed + 1)
+        self.fixed_noise = torch.randn(
+            cfg.grid_size**2, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed + 2)
+        )
+        if self.data is None:
+            self.data = load_mnist(cfg.data_source, cfg.data_path)
+        images = self.data.train_images[: cfg.subset] if cfg.subset else self.data.train_images
+        self.real = to_float(images, self.pixel_range).to(self.device)
+        n = len(self.real)
+        if cfg.real_sampling == "epoch":
+            self.steps_per_epoch = math.ceil(n / cfg.batch_size)
+        else:
+            self.steps_per_epoch = max(1, n // cfg.batch_size)
+        self.epoch, self.step, self.step_in_epoch, self.elapsed0 = 0, 0, 0, 0.0
+        self.last_ckpt_step = -1
+        self.epoch_rng_state = self.data_rng.get_state()
+        if resume_state is not None:
+            self._restore(resume_state)
+
+    def _restore(self, s: dict):
+        self.G.load_state_dict(s["G"])
+        self.D.load_state_dict(s["D"])
+        self.opt_g.load_state_dict(s["opt_g"])
+        self.opt_d.load_state_dict(s["opt_d"])
+        self.epoch, self.step = s["epoch"], s["step"]
+        self.step_in_epoch, self.elapsed0 = s["step_in_epoch"], s["elapsed"]
+        self.last_ckpt_step = self.step
+        self.fixed_noise = s["fixed_noise"]
+        self.epoch_rng_state = s["rng_data_epoch"]
+        torch.set_rng_state(s["rng_torch"])
+        if self.device.type == "cuda" and "rng_cuda" in s:
+            torch.cuda.set_rng_state(s["rng_cuda"], self.device)
+
+    def _state(self) -> dict:
+        s = {
+            "config": to_dict(self.cfg),
+            "epoch": self.epoch,
+            "step": self.step,
+            "step_in_epoch": self.step_in_epoch,
+            "elapsed": self.elapsed(),
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "fixed_noise": self.fixed_noise,
+            "rng_data_epoch": self.epoch_rng_state,
+            "rng_torch": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            s["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return s
+
+    # ------------------------------------------------------------------ steps
+
+    def batches(self):
+        """Index tensors of one epoch's real batches, replayable from the epoch's RNG state."""
+        cfg, n = self.cfg, len(self.real)
+        self.data_rng.set_state(self.epoch_rng_state)
+        n_real = cfg.batch_size // 2 if cfg.half_batch_d else cfg.batch_size
+        if cfg.real_sampling == "epoch":
+            perm = torch.randperm(n, generator=self.data_rng)
+            for i in range(self.steps_per_epoch):
+                yield perm[i * cfg.batch_size : (i + 1) * cfg.batch_size][:n_real]
+        else:
+            for _ in range(self.steps_per_epoch):
+                yield torch.randint(n, (n_real,), generator=self.data_rng)
+
+    def noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.cfg.latent_dim, device=self.device)
+
+    def train_step(self, real: torch.Tensor) -> torch.Tensor:
+        """One D update and one G update; returns the step's stats as one tensor."""
+        cfg, G, D = self.cfg, self.G, self.D
+        if cfg.schedule == "joint":
+            # Reference A: one G forward, one D forward on the fakes, both losses from them;
+            # G's gradient flows through D as it was before D's update.
+            fake = G(self.noise(cfg.batch_size))
+            d_real, d_fake = D(real), D(fake)
+            loss_d = self.d_loss_fn(d_real, d_fake)
+            loss_g = self.g_loss_fn(d_fake)
+            grads_d = torch.autograd.grad(loss_d, list(D.parameters()), retain_graph=True)
+            grads_g = torch.autograd.grad(loss_g, list(G.parameters()))
+            for p, g in zip(D.parameters(), grads_d):
+                p.grad = g
+            for p, g in zip(G.parameters(), grads_g):
+                p.grad = g
+            self.opt_d.step()
+            self.opt_g.step()
+        else:
+            n_fake = len(real) if cfg.half_batch_d else cfg.batch_size
+            fake = G(self.noise(n_fake))
+            d_real, d_fake = D(real), D(fake.detach())
+            loss_d = self.d_loss_fn(d_real, d_fake)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            if cfg.half_batch_d:  # Reference B: G trains on a fresh, full batch of noise
+                fake = G(self.noise(cfg.batch_size))
+            D.requires_grad_(False)  # D is frozen during the G step (no weight grads needed)
+            loss_g = self.g_loss_fn(D(fake))
+            D.requires_grad_(True)
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt_g.step()
+        with torch.no_grad():
+            p_real, p_fake = torch.sigmoid(d_real.float()), torch.sigmoid(d_fake.float())
+            return torch.stack(
+                [
+                    loss_d.detach().float(),
+                    loss_g.detach().float(),
+                    p_real.mean(),
+                    p_fake.mean(),
+                    (p_real > 0.5).float().mean(),
+                    (p_fake < 0.5).float().mean(),
+                ]
+            )
+
+    # ------------------------------------------------------------------ outputs
+
+    def save_samples(self) -> Path:
+        self.G.eval()
+        with torch.inference_mode():
+            imgs = to_uint8(self.G(self.fixed_noise.to(self.device)), self.pixel_range)
+        self.G.train()
+        path = self.run_dir / "samples" / f"epoch_{self.epoch:03d}.png"
+        return save_grid(imgs, path, nrow=self.cfg.grid_size, scale=2)
+
+    def save_checkpoint(self) -> Path:
+        self.last_ckpt_step = self.step
+        return ckpt.save_checkpoint(self.run_dir, self._state(), self.cfg.keep_checkpoints)
+
+    def generator_meta(self) -> dict:
+        cfg = self.cfg
+        return {
+            "arch": cfg.arch,
+            "latent_dim": cfg.latent_dim,
+            "width": cfg.width,
+            "pixel_range": self.pixel_range,
+            "epoch": self.epoch,
+            "step": self.step,
+            "mnistgan_version": __version__,
+        }
+
+    def write_run_json(self, preset: str | None):
+        info = {
+            "preset": preset,
+            "config": to_dict(self.cfg),
+            "seed": self.cfg.seed,
+            "device": str(self.device),
+            "data": self.data.source,
+            "versions": {
+                "mnistgan": __version__,
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+            },
+            "git_commit": git_commit(),
+            "command": " ".join(sys.argv),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        ckpt.atomic_write_bytes(self.run_dir / "run.json", (json.dumps(info, indent=2) + "\n").encode())
+
+    def _metrics_writer(self, resumed_step: int | None):
+        """metrics.csv opened for appending; on resume, rows after the checkpoint are dropped."""
+        path = self.run_dir / "metrics.csv"
+        if resumed_step is not None and path.exists():
+            with open(path, newline="") as f:
+                rows = [r for r in csv.reader(f)][1:]
+            keep = [r for r in rows if len(r) == len(METRIC_COLUMNS) and int(r[1]) <= resumed_step]
+            tmp = "\n".join(",".join(r) for r in [METRIC_COLUMNS, *keep]) + "\n"
+            ckpt.atomic_write_bytes(path, tmp.encode())
+        new = not path.exists()
+        f = open(path, "a", newline="")
+        w = csv.writer(f)
+        if new:
+            w.writerow(METRIC_COLUMNS)
+        return f, w
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self, resume: bool = False, preset: str | None = None, overrides=()) -> RunResult:
+        state = None
+        if resume:
+            latest = ckpt.latest_checkpoint(self.run_dir)
+            if latest is None:
+                raise UsageError(f"{self.run_dir}: no checkpoint to resume from")
+            state = ckpt.load_checkpoint(latest)
+            saved = from_dict(state["config"])
+            changed = {k for k in overrides if getattr(saved, k) != getattr(self.cfg, k)}
+            if changed - RESUMABLE_OVERRIDES:
+                names = ", ".join(sorted(changed - RESUMABLE_OVERRIDES))
+                raise UsageError(f"cannot change {names} when resuming {self.run_dir}")
+            self.cfg = saved.replace(**{k: getattr(self.cfg, k) for k in changed})
+            self.log(f"resuming {self.run_dir} from {latest.name}")
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._setup(state)
+        if not resume:
+            self.write_run_json(preset)
+        self.log(
+            f"training {self.cfg.arch} on {len(self.real)} images: {self.cfg.epochs} epochs x "
+            f"{self.steps_per_epoch} steps, batch {self.cfg.batch_size}, device {self.device}"
+        )
+        f, writer = self._metrics_writer(self.step if resume else None)
+        self.t0 = time.monotonic()
+        self.stop_reason = None
+        with f, stop_on_signals(self):
+            while self.epoch < self.cfg.epochs and self.stop_reason is None:
+                self.run_epoch(writer)
+                f.flush()
+        if self.stop_reason:
+            self.log(f"stopping: {self.stop_reason}")
+        if self.last_ckpt_step != self.step:
+            self.save_checkpoint()
+        if self.stop_reason and self.stop_reason.startswith("signal"):
+            path = ckpt.latest_checkpoint(self.run_dir)
+            self.log(f"checkpoint saved to {path}; continue with --resume")
+            raise KeyboardInterrupt
+        return self.finish(self.epoch >= self.cfg.epochs)
+
+    def run_epoch(self, writer):
+        """Train until the epoch ends or a stop is requested; epoch-end outputs if it ended."""
+        cfg = self.cfg
+        epoch_start, seen = time.monotonic(), 0
+        batches = self.batches()
+        for _ in range(self.step_in_epoch):
+            next(batches)  # replay the RNG up to where a resumed epoch stopped
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=self.step_in_epoch,
+            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=None,  # no bar when stderr is not a terminal
+            dynamic_ncols=True,
+        )
+        t_row = time.monotonic()
+        for idx in batches:
+            stats = self.train_step(self.real[idx.to(self.device)]).tolist()
+            self.step += 1
+            self.step_in_epoch += 1
+            seen += len(idx)
+            now = time.monotonic()
+            rate, t_row = len(idx) / max(now - t_row, 1e-9), now
+            writer.writerow(
+                [self.epoch + 1, self.step]
+                + [f"{v:.5g}" for v in stats]
+                + [f"{rate:.1f}", f"{self.elapsed():.2f}"]
+            )
+            bar.update()
+            if self.step % 20 == 0:
+                bar.set_postfix(d=f"{stats[0]:.3f}", g=f"{stats[1]:.3f}")
+            if cfg.max_minutes is not None and now - self.t0 >= cfg.max_minutes * 60:
+                self.stop_reason = f"--max-minutes {cfg.max_minutes:g} reached"
+            if self.stop_reason:
+                break
+        bar.close()
+        if self.step_in_epoch < self.steps_per_epoch:
+            return  # stopped mid-epoch: the final checkpoint records where
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.epoch_rng_state = self.data_rng.get_state()
+        secs = time.monotonic() - epoch_start
+        self.log(
+            f"epoch {self.epoch}/{cfg.epochs}  {secs:.1f}s  {seen / secs:.0f} img/s"
+            f"  d_loss {stats[0]:.3f}  g_loss {stats[1]:.3f}"
+            f"  D(x) {stats[2]:.2f}  D(G(z)) {stats[3]:.2f}"
+        )
+        if cfg.sample_every and self.epoch % cfg.sample_every == 0:
+            self.save_samples()
+        if cfg.export_every and self.epoch % cfg.export_every == 0:
+            path = self.run_dir / "generators" / f"generator_e{self.epoch:03d}.safetensors"
+            ckpt.export_generator(self.G, self.generator_meta(), path)
+        if cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0:
+            self.save_checkpoint()
+
+    def elapsed(self) -> float:
+        """Training seconds over all sessions of this run."""
+        return self.elapsed0 + time.monotonic() - self.t0
+
+    def finish(self, finished: bool) -> RunResult:
+        gen_path = ckpt.export_generator(
+            self.G, self.generator_meta(), self.run_dir / "generator.safetensors"
+        )
+        frames = sorted((self.run_dir / "samples").glob("epoch_*.png"))
+        if not frames:
+            frames = [self.save_samples()]
+        progress_gif(frames, self.run_dir / "progress.gif")
+        plot_curves(self.run_dir / "metrics.csv", self.run_dir / "curves.png")
+        self.log(
+            f"{'done' if finished else 'stopped'} after {self.epoch} epochs ({self.step} steps, "
+            f"{self.elapsed() / 60:.1f} min of training); generator saved to {gen_path}"
+        )
+        return RunResult(self.run_dir, self.epoch, self.step, finished, self.elapsed(), gen_path)
+
+
+def train(cfg: Config, run_dir: Path, resume: bool = False, data: Mnist | None = None, **kw):
+    """Train (or resume) a run; the Python API behind `mnistgan train`."""
+    return Trainer(cfg, run_dir, data, log=kw.pop("log", print)).run(resume=resume, **kw)
