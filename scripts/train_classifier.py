@@ -14,18 +14,20 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from mnistgan.data import load_mnist
 from mnistgan.metrics.classifier import WEIGHTS_PATH, Classifier, sha256_of
-from mnistgan.metrics.evaluate import load_mnist
 
 
 def augment(x, gen):
-    """Random small rotation (+-10 deg), scale (0.9-1.1) and shift (+-2 px): digits as people write them."""
+    """Random rotation (+-10 deg), scale (0.9-1.1) and shift (+-2 px): digits as people write."""
     n = x.shape[0]
     angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(10)
     scale = 0.9 + 0.2 * torch.rand(n, generator=gen)
     shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * (2 / 14)  # 1 px = 2/28 in grid units
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False)
 
@@ -73,8 +75,11 @@ def main():
             opt.step()
             sched.step()
         acc = accuracy(model, x_test, y_test)
-        print(f"epoch {epoch + 1}/{args.epochs}  loss {loss.item():.4f}  test acc {acc:.4f}  "
-              f"({time.time() - t0:.0f} s)", flush=True)
+        print(
+            f"epoch {epoch + 1}/{args.epochs}  loss {loss.item():.4f}  test acc {acc:.4f}  "
+            f"({time.time() - t0:.0f} s)",
+            flush=True,
+        )
 
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, args.out)

@@ -68,7 +68,7 @@ class Mnist:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], source: str) -> Mnist:
-        t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        t = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}  # own, writable
         return cls(t["x_train"], t["y_train"], t["x_test"], t["y_test"], source)
 
 
@@ -183,6 +183,7 @@ class _ArraysOnly(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 pickles (protocol 2) spell raw bytes
     }
 
     def find_class(self, module, name):

@@ -80,16 +80,21 @@ def load_classifier():
     return model
 
 
-def as_float_images(images):
-    """uint8 images (N,28,28) or (N,1,28,28), numpy or torch -> float32 tensor (N,1,28,28) in [0,1]."""
-    images = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+def as_uint8_images(images):
+    """uint8 images (N,28,28) or (N,1,28,28), numpy or torch -> uint8 tensor (N,28,28), checked."""
+    images = images if torch.is_tensor(images) else torch.from_numpy(np.asarray(images))
     if images.dtype != torch.uint8:
         raise MnistganError(f"expected uint8 images, got {images.dtype}")
-    if images.ndim == 3:
-        images = images[:, None]
-    if images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3 or tuple(images.shape[1:]) != (28, 28):
         raise MnistganError(f"expected images of shape (N, 28, 28), got {tuple(images.shape)}")
-    return images.float() / 255
+    return images
+
+
+def as_float_images(images):
+    """uint8 images (N,28,28) -> the classifier's input, float32 (N,1,28,28) in [0,1]."""
+    return as_uint8_images(images)[:, None].float() / 255
 
 
 def features_and_probs(images, batch_size=1000):

@@ -1,44 +1,27 @@
 """One call from uint8 digit images to every metric, against cached reference statistics.
 
-    .venv/bin/python -m mnistgan.metrics.evaluate    # prints the real and blurred baselines + timings
+.venv/bin/python -m mnistgan.metrics.evaluate   # real and blurred baselines, with timings
 """
 
 import os
 import tempfile
 import time
-from pathlib import Path
+import zipfile
 
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from mnistgan.data import load_mnist, mnist_home
 from mnistgan.errors import MnistganError
-from mnistgan.metrics.classifier import CLASSIFIER_SHA256, as_float_images, features_and_probs
+from mnistgan.metrics.classifier import CLASSIFIER_SHA256, as_uint8_images, features_and_probs
 from mnistgan.metrics.fid import frechet_distance, gaussian_stats
 from mnistgan.metrics.inception_score import class_stats, inception_score
 from mnistgan.metrics.kid import kid
 from mnistgan.metrics.prdc import prdc
 
 REFERENCES = ("test", "train")
-
-
-def mnistgan_home():
-    return Path(os.environ.get("MNISTGAN_HOME") or Path.home() / ".cache" / "mnistgan")
-
-
-def load_mnist():
-    """Temporary stand-in for mnistgan.data.load_mnist: reads the cached npz."""
-    from dataclasses import dataclass
-
-    @dataclass
-    class Mnist:
-        train_images: torch.Tensor
-        train_labels: torch.Tensor
-        test_images: torch.Tensor
-        test_labels: torch.Tensor
-
-    with np.load(mnistgan_home() / "mnist.npz", allow_pickle=False) as d:
-        return Mnist(*(torch.from_numpy(d[k]) for k in ("x_train", "y_train", "x_test", "y_test")))
+MIN_IMAGES = 10  # P/R/D/C need more points than their k=5 neighbours
 
 
 def _reference_images(reference):
@@ -49,7 +32,7 @@ def _reference_images(reference):
 
 
 def _cache_path(reference):
-    return mnistgan_home() / f"reference-{reference}-{CLASSIFIER_SHA256[:16]}.npz"
+    return mnist_home() / f"reference-{reference}-{CLASSIFIER_SHA256[:16]}.npz"
 
 
 def reference_stats(reference="test"):
@@ -60,7 +43,7 @@ def reference_stats(reference="test"):
             stats = {k: d[k] for k in ("features", "mu", "sigma")}
             if str(d["classifier_sha256"]) == CLASSIFIER_SHA256:
                 return stats
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         pass  # missing, truncated or foreign: recompute below and overwrite
     features, _ = features_and_probs(_reference_images(reference))
     mu, sigma = gaussian_stats(features)
@@ -78,22 +61,21 @@ def evaluate_images(images, reference="test", n=None, seed=0):
 
     n: score a seeded random subset of n images (default: all). seed also fixes the KID subsets
     and the reference subset P/R/D/C use (the same size as the sample, as the metrics assume).
+    FID is biased upwards at small n: compare FIDs only at equal n.
     """
-    images = as_float_images(images)  # validates shape and dtype early
+    images = as_uint8_images(images)
+    rng = np.random.default_rng(seed)
     if n is not None:
-        if not 2 <= n <= len(images):
-            raise MnistganError(f"n={n} must be between 2 and the number of images ({len(images)})")
-        idx = np.random.default_rng(seed).choice(len(images), n, replace=False)
-        images = images[torch.from_numpy(idx)]
-    if len(images) < 2:
-        raise MnistganError(f"need at least 2 images to score, got {len(images)}")
-    images = (images * 255).round().to(torch.uint8)
+        if not MIN_IMAGES <= n <= len(images):
+            raise MnistganError(f"n={n} must be between {MIN_IMAGES} and {len(images)}")
+        images = images[torch.from_numpy(rng.choice(len(images), n, replace=False))]
+    if len(images) < MIN_IMAGES:
+        raise MnistganError(f"need at least {MIN_IMAGES} images to score, got {len(images)}")
     ref = reference_stats(reference)
     feats, probs = features_and_probs(images)
     mu, sigma = gaussian_stats(feats)
     kid_mean, kid_std = kid(feats, ref["features"], seed=seed)
     is_mean, is_std = inception_score(probs)
-    rng = np.random.default_rng(seed)
     ref_idx = rng.choice(len(ref["features"]), min(len(feats), len(ref["features"])), replace=False)
     return {
         "n": len(feats),

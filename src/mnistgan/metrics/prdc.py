@@ -6,10 +6,13 @@ Each real (fake) point gets a ball reaching its k-th nearest real (fake) neighbo
   density:   mean number of real balls (k=5) holding a fake, divided by k; ~1 for real vs real,
              above 1 when samples crowd in dense regions
   coverage:  share of real balls (k=5) holding at least one fake; robust to outlier fakes.
-Distances are computed in row chunks so 10k x 10k never materialises (1000 x 10k floats = 40 MB).
+Balls are closed (<=), as in Kynkäänniemi et al. Distances are computed in row chunks, so
+10k x 10k never materialises (1000 x 10k floats = 40 MB).
 """
 
 import torch
+
+from mnistgan.errors import MnistganError
 
 
 def _kth_neighbour_radii(x, ks, chunk):
@@ -25,6 +28,8 @@ def prdc(real, fake, k_pr=3, k_dc=5, chunk=1000):
     """Precision, recall, density and coverage of fake features (M, D) against real (N, D)."""
     real = torch.as_tensor(real, dtype=torch.float32)
     fake = torch.as_tensor(fake, dtype=torch.float32)
+    if min(len(real), len(fake)) <= max(k_pr, k_dc):
+        raise MnistganError(f"precision/recall need more than {max(k_pr, k_dc)} points per set")
     with torch.inference_mode():
         r_radii = _kth_neighbour_radii(real, (k_pr, k_dc), chunk)
         f_radius = _kth_neighbour_radii(fake, (k_pr,), chunk)[k_pr]
@@ -32,7 +37,7 @@ def prdc(real, fake, k_pr=3, k_dc=5, chunk=1000):
         fake_ball_count = torch.zeros(len(fake))
         real_in_fake = torch.zeros(len(real), dtype=torch.bool)
         real_covered = torch.zeros(len(real), dtype=torch.bool)
-        for i, r in zip(range(0, len(real), chunk), real.split(chunk)):
+        for i, r in zip(range(0, len(real), chunk), real.split(chunk), strict=True):
             d = torch.cdist(r, fake)  # (chunk, M)
             rows = slice(i, i + len(r))
             fake_in_real |= (d <= r_radii[k_pr][rows, None]).any(dim=0)

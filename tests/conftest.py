@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny synthetic MNIST-shaped data, so most tests never touch the network."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mnistgan.data import Mnist
+
+TINY = ["--arch", "fast", "--width", "8", "--latent-dim", "16", "--batch-size", "32"]
+
+
+def blob_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Digit-like images: a bright stroke per class at a class-dependent angle."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    yy, xx = np.mgrid[0:28, 0:28] - 13.5
+    imgs = np.zeros((n, 28, 28), np.float32)
+    for i, c in enumerate(labels):
+        a = np.pi * c / 10 + rng.normal(0, 0.1)
+        d = np.abs(np.cos(a) * yy - np.sin(a) * xx)
+        imgs[i] = np.exp(-(d**2) / 4) * (np.hypot(yy, xx) < 10)
+    return (imgs * 255).astype(np.uint8), labels
+
+
+@pytest.fixture(scope="session")
+def arrays() -> dict[str, np.ndarray]:
+    xtr, ytr = blob_digits(600, 0)
+    xte, yte = blob_digits(100, 1)
+    return {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte}
+
+
+@pytest.fixture(scope="session")
+def expected(arrays) -> dict[str, str]:
+    return {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in arrays.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(arrays) -> Mnist:
+    return Mnist.from_arrays(arrays, "synthetic")
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+def run_cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """The real `mnistgan` command in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mnistgan", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
