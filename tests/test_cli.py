@@ -1,0 +1,154 @@
+"""The real `mnistgan` command end to end: training, sampling, and every user error."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+from PIL import Image
+
+from mnistgan.data import cache_path
+
+TINY = ["--width", "8", "--latent-dim", "16", "--batch-size", "32", "--threads", "2"]
+
+needs_mnist = pytest.mark.skipif(
+    not cache_path().exists(), reason="no MNIST cache; run `mnistgan data fetch`"
+)
+
+
+def assert_user_error(r, code, *words):
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mnistgan: error:"), r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """One tiny run on 256 real MNIST images, shared by the sampling tests."""
+    if not cache_path().exists():
+        pytest.skip("no MNIST cache")
+    d = tmp_path_factory.mktemp("cli") / "run"
+    r = run_cli("train", "--subset", "256", "--epochs", "1", "--run-dir", d, *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "run folder:" in r.stdout
+    return d
+
+
+@needs_mnist
+def test_train_writes_every_output(run_dir):
+    for name in ("metrics.csv", "curves.png", "progress.gif", "run.json", "generator.json"):
+        assert (run_dir / name).stat().st_size > 0
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["preset"] == "fast" and info["config"]["width"] == 8
+    assert info["versions"]["torch"].startswith("2.13.0")
+    assert len(list((run_dir / "checkpoints").glob("ckpt_*.pt"))) == 1
+
+
+@needs_mnist
+@pytest.mark.parametrize("out", ["x.npz", "x.npy", "grid.png", "folder"])
+def test_generate_formats(run_dir, tmp_path, out):
+    dest = tmp_path / out
+    r = run_cli("generate", "--run", run_dir, "--n", "12", "--seed", "3", "--out", dest)
+    assert r.returncode == 0, r.stderr
+    if out == "x.npz":
+        a = np.load(dest)["images"]
+        assert a.shape == (12, 28, 28) and a.dtype == np.uint8
+    elif out == "x.npy":
+        assert np.load(dest).shape == (12, 28, 28)
+    elif out == "grid.png":
+        assert Image.open(dest).size == (4 * 30 + 2, 3 * 30 + 2)  # 4 per row, 2 px padding
+    else:
+        assert len(list(dest.glob("*.png"))) == 12
+        assert Image.open(dest / "00000.png").size == (28, 28)
+
+
+@needs_mnist
+def test_generate_from_a_checkpoint_matches_run(run_dir, tmp_path):
+    ck = sorted((run_dir / "checkpoints").glob("*.pt"))[-1]
+    run_cli("generate", "--checkpoint", ck, "--n", "5", "--out", tmp_path / "a.npy")
+    run_cli("generate", "--run", run_dir, "--n", "5", "--out", tmp_path / "b.npy")
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+@needs_mnist
+def test_resume_continues_a_run(run_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "copy"
+    shutil.copytree(run_dir, d)
+    r = run_cli("train", "--run-dir", d, "--resume", "--epochs", "2")
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stdout and "epoch 2/2" in r.stdout
+    assert (d / "samples" / "epoch_002.png").exists()
+
+
+def test_presets_lists_counts():
+    r = run_cli("presets")
+    assert r.returncode == 0
+    assert "2,330,944" in r.stdout and "375,553" in r.stdout
+    assert "1,164,289" in r.stdout and "40,705" in r.stdout and "fast (default)" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["train", "--preset", "nope"], 2, ["unknown preset 'nope'", "tf-dcgan"]),
+        (["train", "--epochs", "0"], 2, ["epochs must be positive"]),
+        (["train", "--epochs", "-3"], 2, ["epochs must be positive"]),
+        (["train", "--epochs", "ten"], 2, ["epochs must be an integer"]),
+        (["train", "--device", "tpu"], 2, ["unknown device 'tpu'"]),
+        (["train", "--lr", "abc"], 2, ["must be a number"]),
+        (["train", "--bogus", "1"], 2, ["unrecognized arguments: --bogus"]),
+        (["train", "--resume"], 2, ["--resume needs --run-dir"]),
+        (["train", "--config", "missing.yaml"], 2, ["cannot read config file"]),
+        (["generate", "--run", "no/such/run", "--out", "x.png"], 2, ["no such run directory"]),
+        (["generate", "--checkpoint", "no.pt", "--out", "x.png"], 1, ["no such"]),
+        (["frobnicate"], 2, ["invalid choice"]),
+    ],
+)
+def test_user_errors(tmp_path, args, code, words):
+    assert_user_error(run_cli(*args, cwd=tmp_path), code, *words)
+
+
+def test_existing_run_dir_needs_resume(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "metrics.csv").write_text("x")
+    assert_user_error(run_cli("train", "--run-dir", tmp_path / "r"), 2, "already exists")
+    assert_user_error(
+        run_cli("train", "--run-dir", tmp_path / "r", "--resume"), 2, "no checkpoint to resume"
+    )
+    assert_user_error(
+        run_cli("train", "--run-dir", tmp_path / "nope", "--resume"), 2, "no such run directory"
+    )
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x80\x04garbage")
+    assert_user_error(
+        run_cli("generate", "--checkpoint", bad, "--out", tmp_path / "x.png"), 1, "bad.pt"
+    )
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    assert_user_error(
+        run_cli("generate", "--checkpoint", foreign, "--out", tmp_path / "x.png"),
+        1,
+        "not an mnistgan checkpoint",
+    )
+
+
+def test_config_file_and_flag_precedence(tmp_path, tiny_data):
+    from mnistgan.config import resolve
+
+    f = tmp_path / "c.yaml"
+    f.write_text("epochs: 7\nlr_g: 0.001\nbatch-size: 16\n")
+    cfg, _ = resolve("keras-dcgan", f, {"epochs": "9"})
+    assert (cfg.epochs, cfg.lr_g, cfg.batch_size, cfg.lr_d) == (9, 0.001, 16, 2e-4)
+    f.write_text("epochs: [1, 2]\n")
+    assert_user_error(run_cli("train", "--config", f), 2, "epochs must be an integer")
+    f.write_text("colour: blue\n")
+    assert_user_error(run_cli("train", "--config", f), 2, "unknown config field 'colour'")
