@@ -23,7 +23,7 @@ def weights(run_dir):
 
 
 def assert_same_state(a, b):
-    for x, y in zip(a[:2], b[:2]):
+    for x, y in zip(a[:2], b[:2], strict=True):
         assert x.keys() == y.keys()
         for k in x:
             assert torch.equal(x[k], y[k]), k
@@ -114,7 +114,7 @@ def test_joint_step_uses_d_before_its_update(tiny_data):
     fake = t.G(torch.randn(8, 100))
     t.D(t.real[:8])
     want = torch.autograd.grad(t.g_loss_fn(t.D(fake)), list(t.G.parameters()))
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w)
 
 

@@ -1,8 +1,8 @@
 """mnistgan: train, evaluate and sample GANs for handwritten digits.
 
-    from mnistgan import load_generator
-    g = load_generator("runs/NAME")
-    x = g.sample(16)          # (16, 28, 28) uint8 tensor
+from mnistgan import load_generator
+g = load_generator("runs/NAME")
+x = g.sample(16)          # (16, 28, 28) uint8 tensor
 """
 
 __version__ = "0.1.0"

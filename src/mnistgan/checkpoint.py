@@ -96,7 +96,9 @@ def load_checkpoint(path: Path) -> dict:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, refused global: all "not loadable"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a loadable mnistgan checkpoint ({first[:200]})") from None
+        raise CheckpointError(
+            f"{path}: not a loadable mnistgan checkpoint ({first[:200]})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
         raise CheckpointError(f"{path}: not an mnistgan checkpoint")
     if state.get("version") != VERSION:

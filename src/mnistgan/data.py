@@ -251,9 +251,10 @@ def download_idx(dest: Path, mirrors=URL_MIRRORS) -> Path:
         try:
             for stem in IDX_NAMES.values():
                 part = dest / f"{stem}.gz.part"
-                with urllib.request.urlopen(base + stem + ".gz", timeout=60) as r, open(
-                    part, "wb"
-                ) as f:
+                with (
+                    urllib.request.urlopen(base + stem + ".gz", timeout=60) as r,
+                    open(part, "wb") as f,
+                ):
                     shutil.copyfileobj(r, f)
                 part.replace(dest / f"{stem}.gz")
             return dest

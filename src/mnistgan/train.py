@@ -202,9 +202,9 @@ class Trainer:
             loss_g = self.g_loss_fn(d_fake)
             grads_d = torch.autograd.grad(loss_d, list(D.parameters()), retain_graph=True)
             grads_g = torch.autograd.grad(loss_g, list(G.parameters()))
-            for p, g in zip(D.parameters(), grads_d):
+            for p, g in zip(D.parameters(), grads_d, strict=True):
                 p.grad = g
-            for p, g in zip(G.parameters(), grads_g):
+            for p, g in zip(G.parameters(), grads_g, strict=True):
                 p.grad = g
             self.opt_d.step()
             self.opt_g.step()
@@ -280,7 +280,9 @@ class Trainer:
             "command": " ".join(sys.argv),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        ckpt.atomic_write_bytes(self.run_dir / "run.json", (json.dumps(info, indent=2) + "\n").encode())
+        ckpt.atomic_write_bytes(
+            self.run_dir / "run.json", (json.dumps(info, indent=2) + "\n").encode()
+        )
 
     def _metrics_writer(self, resumed_step: int | None):
         """metrics.csv opened for appending; on resume, rows after the checkpoint are dropped."""
