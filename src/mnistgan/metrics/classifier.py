@@ -9,7 +9,7 @@ The shipped weights were trained on CPU with
     .venv/bin/python scripts/train_classifier.py
 
 (seed 0, 6 epochs of Adam + one-cycle on the 60k train set with random affine augmentation) and
-reach TEST_ACCURACY on the 10k test set. Retraining gives a different file, hence a different
+reach 99.46% accuracy on the 10k test set (about 15 minutes on 2 shared CPU cores). Retraining gives a different file, hence a different
 sha256 and different reference statistics: update CLASSIFIER_SHA256 with the one the script prints.
 """
 
@@ -25,8 +25,8 @@ from safetensors.torch import load as load_safetensors
 from mnistgan.errors import MnistganError
 
 WEIGHTS_PATH = Path(__file__).with_name("classifier.safetensors")
-CLASSIFIER_SHA256 = "TO_BE_FILLED"
-TEST_ACCURACY = 0.0  # on the 10k MNIST test set, as printed by scripts/train_classifier.py
+CLASSIFIER_SHA256 = "02373d7e1a91ee041d7552aa27c6c2b812963062dd4189e3b9b840dca68e566a"
+TEST_ACCURACY = 0.9946  # on the 10k MNIST test set, as printed by scripts/train_classifier.py
 FEATURE_DIM = 128
 
 
