@@ -104,8 +104,9 @@ def test_prdc_identical_and_disjoint():
 
 
 def test_real_vs_real_fid_near_zero(train_sample, ref):
-    # Measured: ~REAL_FID for 2000 train digits vs the 10k test set (pure sampling noise).
-    assert fid_to_ref(train_sample[0], ref) < 1.0
+    # Measured 3.8 for 2000 train digits vs the 10k test set (small-sample bias; 1.0 at n=10k),
+    # against 29 for mild noise (std 16) and 36 for a sigma=0.6 blur of the same digits.
+    assert fid_to_ref(train_sample[0], ref) < 6.0
 
 
 def test_fid_grows_with_noise(train_sample, ref):
@@ -141,10 +142,11 @@ def test_half_the_digits_halves_recall(mnist, ref):
     real = ref["features"][:N]
     full = prdc(real, features_and_probs(images[:N])[0])
     low = prdc(real, features_and_probs(images[labels <= 4][:N])[0])
-    assert full["recall"] > 0.9
-    assert low["recall"] < full["recall"] - 0.3
-    assert low["coverage"] < full["coverage"] - 0.3
-    assert low["precision"] > 0.9  # the digits it does draw are perfectly real
+    assert full["recall"] > 0.8  # measured 0.86
+    # Measured: recall 0.50 vs 0.86, coverage 0.52 vs 0.90, precision 0.85 vs 0.86.
+    assert low["recall"] < full["recall"] - 0.25
+    assert low["coverage"] < full["coverage"] - 0.25
+    assert low["precision"] > full["precision"] - 0.05  # the digits it does draw are real
 
 
 def test_evaluate_is_deterministic_and_complete(mnist):

@@ -138,3 +138,34 @@ def test_resume_refuses_a_changed_recipe(tmp_path, tiny_data):
     with pytest.raises(UsageError, match="cannot change lr_g"):
         train(tiny(epochs=2, lr_g=1e-3), tmp_path / "r", resume=True, data=tiny_data,
               overrides={"epochs": 2, "lr_g": 1e-3})  # fmt: skip
+
+
+def test_ema_follows_the_decay_formula(tiny_data):
+    t = Trainer(tiny(ema=0.9), "unused", tiny_data)
+    t._setup(None)
+    t.train_step(t.real[:32])  # first update copies G
+    before = {k: v.clone() for k, v in t.G_ema.module.state_dict().items()}
+    t.train_step(t.real[:32])
+    g, ema = t.G.state_dict(), t.G_ema.module.state_dict()
+    for k, v in ema.items():
+        if v.dtype.is_floating_point:
+            torch.testing.assert_close(v, 0.9 * before[k] + 0.1 * g[k])
+    w = "5.weight"  # a conv weight: EMA and raw weights differ after two steps
+    assert not torch.equal(ema[w], g[w])
+    assert t.sampling_generator() is t.G_ema.module
+
+
+def test_ema_run_resumes_and_exports(tmp_path, tiny_data):
+    quiet = {"log": lambda *a: None, "data": tiny_data}
+    train(tiny(epochs=2, ema=0.95), tmp_path / "full", **quiet)
+    train(tiny(epochs=1, ema=0.95), tmp_path / "part", **quiet)
+    train(
+        tiny(epochs=2, ema=0.95), tmp_path / "part", resume=True, overrides={"epochs": 2}, **quiet
+    )
+    a = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "full"))["G_ema"]
+    b = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "part"))["G_ema"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    g_run = load_generator(tmp_path / "full").sample(4, seed=0)
+    g_ckpt = load_generator(ckpt.latest_checkpoint(tmp_path / "full")).sample(4, seed=0)
+    assert torch.equal(g_run, g_ckpt)  # the export and the checkpoint both sample the EMA

@@ -45,6 +45,7 @@ class Config:
     beta1: float = 0.5
     beta2: float = 0.999
     adam_eps: float = 1e-8
+    ema: float = 0.0  # decay of an EMA of G's weights used for sampling (0: off)
     # --- outputs and cadence (in epochs)
     sample_every: int = 1  # sample grid samples/epoch_NNN.png from fixed noise
     grid_size: int = 8  # the grid is grid_size x grid_size
@@ -210,6 +211,8 @@ def validate(cfg: Config) -> Config:
             raise UsageError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if cfg.subset is not None and cfg.subset < 2:
         raise UsageError(f"subset must be at least 2, got {cfg.subset}")
+    if not 0 <= cfg.ema < 1:
+        raise UsageError(f"ema must be in [0, 1), got {cfg.ema}")
     if cfg.max_minutes is not None and not cfg.max_minutes > 0:
         raise UsageError(f"max_minutes must be positive, got {cfg.max_minutes}")
     if cfg.threads is not None and cfg.threads <= 0:

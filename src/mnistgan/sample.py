@@ -83,7 +83,10 @@ def load_generator(path: str | Path, device: str = "cpu") -> Generator:
 
         cfg = from_dict(state["config"])
         meta = {"arch": cfg.arch, "latent_dim": cfg.latent_dim, "width": cfg.width}
-        return _build(meta, state["G"], path, device)
+        weights = state["G"]
+        if "G_ema" in state:  # sample from the moving average, as the run itself does
+            weights = {k[7:]: v for k, v in state["G_ema"].items() if k.startswith("module.")}
+        return _build(meta, weights, path, device)
     meta, tensors = ckpt.read_generator_files(path)
     return _build(meta, tensors, path, device)
 

@@ -115,6 +115,13 @@ class Trainer:
         init_weights(self.D)
         self.G.to(self.device)
         self.D.to(self.device)
+        # An exponential moving average of G's weights (and BN statistics): steadier samples.
+        self.G_ema = None
+        if cfg.ema > 0:
+            avg = torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema)
+            self.G_ema = torch.optim.swa_utils.AveragedModel(
+                self.G, multi_avg_fn=avg, use_buffers=True
+            )
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr_g, betas, eps=cfg.adam_eps)
         self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d, betas, eps=cfg.adam_eps)
@@ -141,6 +148,8 @@ class Trainer:
 
     def _restore(self, s: dict):
         self.G.load_state_dict(s["G"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(s["G_ema"])
         self.D.load_state_dict(s["D"])
         self.opt_g.load_state_dict(s["opt_g"])
         self.opt_d.load_state_dict(s["opt_d"])
@@ -161,6 +170,7 @@ class Trainer:
             "step_in_epoch": self.step_in_epoch,
             "elapsed": self.elapsed(),
             "G": self.G.state_dict(),
+            **({"G_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}),
             "D": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
@@ -224,6 +234,8 @@ class Trainer:
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             self.opt_g.step()
+        if self.G_ema is not None:
+            self.G_ema.update_parameters(G)
         with torch.no_grad():
             p_real, p_fake = torch.sigmoid(d_real.float()), torch.sigmoid(d_fake.float())
             return torch.stack(
@@ -239,11 +251,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ outputs
 
+    def sampling_generator(self) -> torch.nn.Module:
+        """The EMA generator when --ema is on, else G itself: what samples and exports use."""
+        return self.G_ema.module if self.G_ema is not None else self.G
+
     def save_samples(self) -> Path:
-        self.G.eval()
+        G = self.sampling_generator()
+        G.eval()
         with torch.inference_mode():
-            imgs = to_uint8(self.G(self.fixed_noise.to(self.device)), self.pixel_range)
-        self.G.train()
+            imgs = to_uint8(G(self.fixed_noise.to(self.device)), self.pixel_range)
+        G.train()
         path = self.run_dir / "samples" / f"epoch_{self.epoch:03d}.png"
         return save_grid(imgs, path, nrow=self.cfg.grid_size, scale=2)
 
@@ -393,7 +410,7 @@ class Trainer:
             self.save_samples()
         if cfg.export_every and self.epoch % cfg.export_every == 0:
             path = self.run_dir / "generators" / f"generator_e{self.epoch:03d}.safetensors"
-            ckpt.export_generator(self.G, self.generator_meta(), path)
+            ckpt.export_generator(self.sampling_generator(), self.generator_meta(), path)
         if cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0:
             self.save_checkpoint()
 
@@ -403,7 +420,7 @@ class Trainer:
 
     def finish(self, finished: bool) -> RunResult:
         gen_path = ckpt.export_generator(
-            self.G, self.generator_meta(), self.run_dir / "generator.safetensors"
+            self.sampling_generator(), self.generator_meta(), self.run_dir / "generator.safetensors"
         )
         frames = sorted((self.run_dir / "samples").glob("epoch_*.png"))
         if not frames:

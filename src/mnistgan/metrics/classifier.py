@@ -9,8 +9,9 @@ The shipped weights were trained on CPU with
     .venv/bin/python scripts/train_classifier.py
 
 (seed 0, 6 epochs of Adam + one-cycle on the 60k train set with random affine augmentation) and
-reach 99.46% accuracy on the 10k test set (about 15 minutes on 2 shared CPU cores). Retraining gives a different file, hence a different
-sha256 and different reference statistics: update CLASSIFIER_SHA256 with the one the script prints.
+reach 99.46% accuracy on the 10k test set (about 15 minutes on 2 shared CPU cores).
+Retraining with other settings gives a different file, hence a different sha256 and different
+reference statistics: update CLASSIFIER_SHA256 and TEST_ACCURACY with what the script prints.
 """
 
 import functools
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from safetensors.torch import load as load_safetensors
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from mnistgan.errors import MnistganError
 
@@ -63,7 +65,7 @@ def sha256_of(path):
 
 @functools.lru_cache(maxsize=1)
 def load_classifier():
-    """The shipped classifier in eval mode, after checking the weights file's sha256."""
+    """The shipped classifier, inference-ready, after checking the weights file's sha256."""
     try:
         blob = WEIGHTS_PATH.read_bytes()
     except OSError as e:
@@ -77,7 +79,11 @@ def load_classifier():
     model = Classifier()
     model.load_state_dict(load_safetensors(blob))
     model.eval().requires_grad_(False)
-    return model
+    # Same function, about twice as fast on CPU: fold each BatchNorm into its conv and use
+    # channels_last, which oneDNN's convolutions and pooling prefer.
+    for block in model.body:
+        block[0], block[1] = fuse_conv_bn_eval(block[0], block[1]), nn.Identity()
+    return model.to(memory_format=torch.channels_last)
 
 
 def as_uint8_images(images):
@@ -100,7 +106,7 @@ def as_float_images(images):
 def features_and_probs(images, batch_size=1000):
     """uint8 images (N,28,28) -> (features (N,128) float32, class probabilities (N,10) float64)."""
     model = load_classifier()
-    images = as_float_images(images)
+    images = as_float_images(images).contiguous(memory_format=torch.channels_last)
     feats, probs = [], []
     with torch.inference_mode():
         for batch in images.split(batch_size):

@@ -1,11 +1,10 @@
 """One call from uint8 digit images to every metric, against cached reference statistics.
 
-.venv/bin/python -m mnistgan.metrics.evaluate   # real and blurred baselines, with timings
+`python -m mnistgan.metrics` prints the real and blurred baselines, with timings.
 """
 
 import os
 import tempfile
-import time
 import zipfile
 
 import numpy as np
@@ -99,24 +98,3 @@ def blurred_test_images(sigma=0.6):
     x = load_mnist().test_images.numpy().astype(np.float64)
     x = gaussian_filter(x, sigma=(0, sigma, sigma))  # blur within each image, not across images
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
-
-
-def _print_scores(name, scores, seconds):
-    hist = " ".join(f"{h:.3f}" for h in scores["class_hist"])
-    rest = "  ".join(f"{k} {v:.4g}" for k, v in scores.items() if k != "class_hist")
-    print(f"{name} ({seconds:.1f} s): {rest}\n    class_hist {hist}")
-
-
-def main():
-    t0 = time.perf_counter()
-    reference_stats("test")
-    print(f"reference stats (cached after the first run): {time.perf_counter() - t0:.1f} s")
-    t0 = time.perf_counter()
-    _print_scores("real train n=10000", evaluate_real(10000), time.perf_counter() - t0)
-    blurred = blurred_test_images(0.6)
-    t0 = time.perf_counter()
-    _print_scores("blurred test sigma=0.6", evaluate_images(blurred), time.perf_counter() - t0)
-
-
-if __name__ == "__main__":
-    main()

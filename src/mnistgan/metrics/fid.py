@@ -1,5 +1,7 @@
 """Fréchet distance between two Gaussians fitted to feature sets (FID, Heusel et al. 2017)."""
 
+import warnings
+
 import numpy as np
 from scipy import linalg
 
@@ -14,7 +16,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), in float64 as in pytorch-fid."""
     mu1, mu2 = np.atleast_1d(np.float64(mu1)), np.atleast_1d(np.float64(mu2))
     sigma1, sigma2 = np.atleast_2d(np.float64(sigma1)), np.atleast_2d(np.float64(sigma2))
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    with warnings.catch_warnings():
+        # Dead ReLU units make both covariances exactly singular; sqrtm still returns the right
+        # finite answer, and a non-finite one is caught and retried just below.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
         # Near-singular product (e.g. dead ReLU units): nudge both diagonals, as pytorch-fid does.
         offset = np.eye(sigma1.shape[0]) * eps
