@@ -13,8 +13,6 @@ import torch
 
 from mnistgan.data import Mnist
 
-TINY = ["--arch", "fast", "--width", "8", "--latent-dim", "16", "--batch-size", "32"]
-
 
 def blob_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Digit-like images: a bright stroke per class at a class-dependent angle."""

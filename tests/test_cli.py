@@ -1,5 +1,6 @@
 """The real `mnistgan` command end to end: training, sampling, and every user error."""
 
+import csv
 import json
 
 import numpy as np
@@ -10,7 +11,18 @@ from PIL import Image
 
 from mnistgan.data import cache_path
 
-TINY = ["--width", "8", "--latent-dim", "16", "--batch-size", "32", "--threads", "2"]
+TINY = [
+    "--width",
+    "8",
+    "--latent-dim",
+    "16",
+    "--batch-size",
+    "32",
+    "--threads",
+    "2",
+    "--eval-every",
+    "0",
+]
 
 needs_mnist = pytest.mark.skipif(
     not cache_path().exists(), reason="no MNIST cache; run `mnistgan data fetch`"
@@ -152,3 +164,45 @@ def test_config_file_and_flag_precedence(tmp_path, tiny_data):
     assert_user_error(run_cli("train", "--config", f), 2, "epochs must be an integer")
     f.write_text("colour: blue\n")
     assert_user_error(run_cli("train", "--config", f), 2, "unknown config field 'colour'")
+
+
+@needs_mnist
+def test_evaluate_json_on_samples_and_real(run_dir, tmp_path):
+    x = tmp_path / "x.npz"
+    run_cli("generate", "--run", run_dir, "--n", "300", "--out", x)
+    r = run_cli("evaluate", "--samples", x, "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    for key in ("n", "fid", "kid", "is", "precision", "recall", "density", "coverage"):
+        assert key in s
+    assert s["n"] == 300 and len(s["class_hist"]) == 10 and 1 <= s["digits_covered"] <= 10
+    real = json.loads(run_cli("evaluate", "--real", "--n", "300", "--json").stdout)
+    blur = json.loads(run_cli("evaluate", "--real", "--n", "300", "--blur", "1", "--json").stdout)
+    assert real["fid"] < blur["fid"] < s["fid"]  # one epoch on 256 digits is far from real
+    folder = tmp_path / "pngs"
+    run_cli("generate", "--run", run_dir, "--n", "300", "--out", folder)
+    same = json.loads(run_cli("evaluate", "--samples", folder, "--json").stdout)
+    assert same["fid"] == pytest.approx(s["fid"])  # PNG folder and array agree
+
+
+@needs_mnist
+def test_training_logs_fid_and_keeps_best(tmp_path):
+    d = tmp_path / "r"
+    args = [*TINY[:-2], "--eval-every", "1", "--eval-n", "200", "--subset", "512"]
+    r = run_cli("train", "--epochs", "2", "--run-dir", d, *args)
+    assert r.returncode == 0, r.stderr
+    assert "final FID" in r.stdout
+    with open(d / "metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row["fid"]]
+    assert [int(row["epoch"]) for row in rows] == [1, 2]
+    best = json.loads((d / "best" / "generator.json").read_text())
+    assert best["fid"] == pytest.approx(min(float(row["fid"]) for row in rows), rel=1e-4)
+    assert json.loads((d / "eval.json").read_text())["step"] == 32
+
+
+def test_evaluate_errors(tmp_path):
+    assert_user_error(run_cli("evaluate", "--samples", tmp_path / "no.npz"), 1, "no such file")
+    (tmp_path / "bad.npy").write_bytes(b"nonsense")
+    assert_user_error(run_cli("evaluate", "--samples", tmp_path / "bad.npy"), 1, "bad.npy")
+    assert_user_error(run_cli("evaluate", "--real", "--n", "5"), 2, "--n must be at least 10")
+    assert_user_error(run_cli("evaluate"), 2, "one of the arguments")

@@ -10,7 +10,14 @@ from mnistgan.config import resolve
 from mnistgan.sample import load_generator
 from mnistgan.train import Trainer, train
 
-TINY = {"width": 8, "latent_dim": 16, "batch_size": 32, "device": "cpu", "threads": 2}
+TINY = {
+    "width": 8,
+    "latent_dim": 16,
+    "batch_size": 32,
+    "device": "cpu",
+    "threads": 2,
+    "eval_every": 0,
+}
 
 
 def tiny(preset="fast", **kw):

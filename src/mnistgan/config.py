@@ -52,6 +52,8 @@ class Config:
     checkpoint_every: int = 1
     keep_checkpoints: int = 3  # keep the last K periodic checkpoints
     export_every: int = 0  # also save generators/generator_eNNN.safetensors (0: never)
+    eval_every: int = 0  # score FID/KID/coverage every N epochs, keep best/ (0: never)
+    eval_n: int = 5000  # samples per in-training evaluation
     max_minutes: float | None = None  # stop cleanly after this much training wall time
     # --- machine
     seed: int = 0
@@ -81,6 +83,7 @@ PRESETS: dict[str, Config] = {
         sample_every=1,
         grid_size=4,
         checkpoint_every=15,
+        eval_every=1,
         keep_checkpoints=3,
     ),
     "keras-dcgan": Config(
@@ -103,6 +106,7 @@ PRESETS: dict[str, Config] = {
         checkpoint_every=10,
         keep_checkpoints=3,
         export_every=10,
+        eval_every=1,
     ),
     "fast": Config(
         description="The default: a small DCGAN tuned for good digits in minutes on a CPU",
@@ -121,6 +125,7 @@ PRESETS: dict[str, Config] = {
         sample_every=1,
         grid_size=8,
         checkpoint_every=1,
+        eval_every=1,
         max_minutes=5.0,
     ),
 }
@@ -134,7 +139,8 @@ CHOICES = {
     "loss": ("ns",),
 }
 POSITIVE = ("latent_dim", "width", "epochs", "batch_size", "grid_size", "keep_checkpoints")
-NON_NEGATIVE = ("sample_every", "checkpoint_every", "export_every", "seed")
+EVAL_N_MIN = 100
+NON_NEGATIVE = ("sample_every", "checkpoint_every", "export_every", "eval_every", "seed")
 
 
 def field_types() -> dict[str, type]:
@@ -211,6 +217,8 @@ def validate(cfg: Config) -> Config:
             raise UsageError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if cfg.subset is not None and cfg.subset < 2:
         raise UsageError(f"subset must be at least 2, got {cfg.subset}")
+    if cfg.eval_n < EVAL_N_MIN:
+        raise UsageError(f"eval_n must be at least {EVAL_N_MIN}, got {cfg.eval_n}")
     if not 0 <= cfg.ema < 1:
         raise UsageError(f"ema must be in [0, 1), got {cfg.ema}")
     if cfg.max_minutes is not None and not cfg.max_minutes > 0:

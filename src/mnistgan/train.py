@@ -38,12 +38,14 @@ from .sample import pick_device, progress_gif, save_grid
 
 METRIC_COLUMNS = [
     "epoch", "step", "d_loss", "g_loss", "d_x", "d_g_z", "acc_real", "acc_fake",
-    "images_per_s", "time_s",
+    "images_per_s", "time_s", "fid", "kid", "coverage", "digits_covered",
 ]  # fmt: skip
+EVAL_COLUMNS = METRIC_COLUMNS[-4:]  # filled on the last row of an epoch that was evaluated
+EVAL_SEED = 1234  # the noise of in-training evaluation: the same digits at every epoch
 # Fields that may change when a run is resumed; anything else would make it another run.
 RESUMABLE_OVERRIDES = {
     "epochs", "max_minutes", "device", "threads", "sample_every", "checkpoint_every",
-    "keep_checkpoints", "export_every", "data_source", "data_path",
+    "keep_checkpoints", "export_every", "data_source", "data_path", "eval_every", "eval_n",
 }  # fmt: skip
 
 
@@ -142,6 +144,7 @@ class Trainer:
             self.steps_per_epoch = max(1, n // cfg.batch_size)
         self.epoch, self.step, self.step_in_epoch, self.elapsed0 = 0, 0, 0, 0.0
         self.last_ckpt_step = -1
+        self.best_fid = float("inf")
         self.epoch_rng_state = self.data_rng.get_state()
         if resume_state is not None:
             self._restore(resume_state)
@@ -156,6 +159,7 @@ class Trainer:
         self.epoch, self.step = s["epoch"], s["step"]
         self.step_in_epoch, self.elapsed0 = s["step_in_epoch"], s["elapsed"]
         self.last_ckpt_step = self.step
+        self.best_fid = s.get("best_fid", float("inf"))
         self.fixed_noise = s["fixed_noise"]
         self.epoch_rng_state = s["rng_data_epoch"]
         torch.set_rng_state(s["rng_torch"])
@@ -169,6 +173,7 @@ class Trainer:
             "step": self.step,
             "step_in_epoch": self.step_in_epoch,
             "elapsed": self.elapsed(),
+            "best_fid": self.best_fid,
             "G": self.G.state_dict(),
             **({"G_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}),
             "D": self.D.state_dict(),
@@ -374,7 +379,7 @@ class Trainer:
             disable=None,  # no bar when stderr is not a terminal
             dynamic_ncols=True,
         )
-        t_row = time.monotonic()
+        t_row, rows = time.monotonic(), []
         for idx in batches:
             stats = self.train_step(self.real[idx.to(self.device)]).tolist()
             self.step += 1
@@ -382,10 +387,11 @@ class Trainer:
             seen += len(idx)
             now = time.monotonic()
             rate, t_row = len(idx) / max(now - t_row, 1e-9), now
-            writer.writerow(
+            rows.append(
                 [self.epoch + 1, self.step]
                 + [f"{v:.5g}" for v in stats]
                 + [f"{rate:.1f}", f"{self.elapsed():.2f}"]
+                + [""] * len(EVAL_COLUMNS)
             )
             bar.update()
             if self.step % 20 == 0:
@@ -396,6 +402,7 @@ class Trainer:
                 break
         bar.close()
         if self.step_in_epoch < self.steps_per_epoch:
+            writer.writerows(rows)
             return  # stopped mid-epoch: the final checkpoint records where
         self.epoch += 1
         self.step_in_epoch = 0
@@ -406,6 +413,10 @@ class Trainer:
             f"  d_loss {stats[0]:.3f}  g_loss {stats[1]:.3f}"
             f"  D(x) {stats[2]:.2f}  D(G(z)) {stats[3]:.2f}"
         )
+        if cfg.eval_every and self.epoch % cfg.eval_every == 0:
+            scores = self.evaluate()
+            rows[-1][-len(EVAL_COLUMNS) :] = [f"{scores[k]:.5g}" for k in EVAL_COLUMNS]
+        writer.writerows(rows)
         if cfg.sample_every and self.epoch % cfg.sample_every == 0:
             self.save_samples()
         if cfg.export_every and self.epoch % cfg.export_every == 0:
@@ -414,11 +425,42 @@ class Trainer:
         if cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0:
             self.save_checkpoint()
 
+    def evaluate(self, n: int | None = None) -> dict:
+        """Score the sampling generator on fixed noise; keep `best/` at the lowest FID."""
+        from .metrics import evaluate_images  # loads the classifier only when evaluation is on
+
+        G = self.sampling_generator()
+        z = torch.randn(n or self.cfg.eval_n, self.cfg.latent_dim,
+                        generator=torch.Generator().manual_seed(EVAL_SEED))  # fmt: skip
+        G.eval()
+        with torch.inference_mode():
+            imgs = torch.cat([to_uint8(G(zb.to(self.device)), self.pixel_range)
+                              for zb in z.split(1000)])  # fmt: skip
+        G.train()
+        scores = evaluate_images(imgs, seed=0)
+        self.last_eval = (self.step, scores)
+        self.log(
+            f"  eval at epoch {self.epoch} (n={scores['n']}): FID {scores['fid']:.2f}  "
+            f"KID {scores['kid']:.3f}  coverage {scores['coverage']:.3f}  "
+            f"digits {scores['digits_covered']}/10"
+        )
+        if scores["fid"] < self.best_fid:
+            self.best_fid = scores["fid"]
+            meta = {**self.generator_meta(), "fid": scores["fid"], "eval_n": scores["n"]}
+            ckpt.export_generator(G, meta, self.run_dir / "best" / "generator.safetensors")
+        return scores
+
     def elapsed(self) -> float:
         """Training seconds over all sessions of this run."""
         return self.elapsed0 + time.monotonic() - self.t0
 
     def finish(self, finished: bool) -> RunResult:
+        if self.cfg.eval_every:  # the final generator's scores, unless just measured
+            step, scores = getattr(self, "last_eval", (None, None))
+            scores = scores if step == self.step else self.evaluate()
+            text = json.dumps({"epoch": self.epoch, "step": self.step, **scores}, indent=2)
+            ckpt.atomic_write_bytes(self.run_dir / "eval.json", (text + "\n").encode())
+            self.log(f"final FID {scores['fid']:.2f} (n={scores['n']}, see eval.json)")
         gen_path = ckpt.export_generator(
             self.sampling_generator(), self.generator_meta(), self.run_dir / "generator.safetensors"
         )
