@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--real", action="store_true", help="real training digits (the floor)")
     e.add_argument("--n", type=int, default=10000, help="samples to score (default 10000)")
     e.add_argument("--seed", type=int, default=0, help="sampling and subset seed (default 0)")
+    e.add_argument(
+        "--split",
+        choices=("train", "test"),
+        default="train",
+        help="with --real: which real digits (default train; test is the reference)",
+    )
     e.add_argument("--blur", type=float, metavar="SIGMA", help="blur the digits first (px)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--device", default="cpu", help="device for sampling the generator")
@@ -163,11 +169,12 @@ def cmd_evaluate(args) -> int:
     else:
         from .data import load_mnist
 
-        train = load_mnist().train_images.numpy()
-        if args.n > len(train):
-            raise UsageError(f"--n {args.n} exceeds the {len(train)} training images")
-        pick = np.random.default_rng(args.seed).choice(len(train), args.n, replace=False)
-        images, what = train[np.sort(pick)], "real training digits"
+        d = load_mnist()
+        real = (d.train_images if args.split == "train" else d.test_images).numpy()
+        if args.n > len(real):
+            raise UsageError(f"--n {args.n} exceeds the {len(real)} {args.split} digits")
+        pick = np.random.default_rng(args.seed).choice(len(real), args.n, replace=False)
+        images, what = real[np.sort(pick)], f"real {args.split} digits"
     if args.samples and args.n < len(images):
         images = images[: args.n]
     if args.blur:
