@@ -59,7 +59,7 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # CPU threads (default: physical cores)
-    compile: bool = False  # torch.compile the training step's models
+    channels_last: bool = True  # NHWC memory layout: measured 1.04-1.35x faster on CPU
 
     def replace(self, **kw) -> Config:
         return dataclasses.replace(self, **kw)
