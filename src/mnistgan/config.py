@@ -39,7 +39,16 @@ class Config:
     real_sampling: str = "epoch"
     # D sees batch/2 real + batch/2 fake per step and G a full batch of noise (Reference B).
     half_batch_d: bool = False
-    loss: str = "ns"  # ns: BCE for D, non-saturating log D(G(z)) for G
+    # ns: BCE for D, non-saturating -log D(G(z)) for G; bce: the original minimax G loss;
+    # hinge: hinge loss (SNGAN/BigGAN); wgan-gp: Wasserstein critic + gradient penalty
+    loss: str = "ns"
+    gp_weight: float = 10.0  # wgan-gp's penalty weight
+    r1: float = 0.0  # R1 penalty weight gamma on real data (0: off)
+    spectral_norm: bool = False  # spectral normalisation of every D layer
+    d_steps: int = 1  # D updates per step (each on its own real batch)
+    g_steps: int = 1  # G updates per step
+    label_smoothing: float = 0.0  # one-sided: D's target for real is 1 - this
+    instance_noise: float = 0.0  # sigma of Gaussian noise on D's inputs, decaying to 0
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5
@@ -112,8 +121,8 @@ PRESETS: dict[str, Config] = {
         description="The default: a small DCGAN tuned for good digits in minutes on a CPU",
         arch="fast",
         latent_dim=64,
-        width=64,
-        epochs=5,
+        width=32,
+        epochs=10,
         batch_size=64,
         schedule="alternating",
         real_sampling="epoch",
@@ -122,6 +131,7 @@ PRESETS: dict[str, Config] = {
         lr_d=2e-4,
         beta1=0.5,
         beta2=0.999,
+        ema=0.999,
         sample_every=1,
         grid_size=8,
         checkpoint_every=1,
@@ -136,9 +146,12 @@ CHOICES = {
     "data_source": ("auto", "cache", "path", "wheel", "url"),
     "schedule": ("joint", "alternating"),
     "real_sampling": ("epoch", "random"),
-    "loss": ("ns",),
+    "loss": ("ns", "bce", "hinge", "wgan-gp"),
 }
-POSITIVE = ("latent_dim", "width", "epochs", "batch_size", "grid_size", "keep_checkpoints")
+POSITIVE = (
+    "latent_dim", "width", "epochs", "batch_size", "grid_size", "keep_checkpoints", "d_steps",
+    "g_steps",
+)  # fmt: skip
 EVAL_N_MIN = 100
 NON_NEGATIVE = ("sample_every", "checkpoint_every", "export_every", "eval_every", "seed")
 
@@ -217,6 +230,16 @@ def validate(cfg: Config) -> Config:
             raise UsageError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if cfg.subset is not None and cfg.subset < 2:
         raise UsageError(f"subset must be at least 2, got {cfg.subset}")
+    for name in ("gp_weight", "r1", "instance_noise"):
+        if getattr(cfg, name) < 0:
+            raise UsageError(f"{name} must not be negative, got {getattr(cfg, name)}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise UsageError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.schedule == "joint" and (
+        cfg.d_steps != 1 or cfg.g_steps != 1 or cfg.r1 > 0 or cfg.loss == "wgan-gp"
+    ):
+        raise UsageError("the joint schedule (tf-dcgan) takes one D and one G step per batch "
+                         "and no penalties; use --schedule alternating")  # fmt: skip
     if cfg.eval_n < EVAL_N_MIN:
         raise UsageError(f"eval_n must be at least {EVAL_N_MIN}, got {cfg.eval_n}")
     if not 0 <= cfg.ema < 1:

@@ -162,6 +162,16 @@ def init_weights(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def add_spectral_norm(model: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) of every conv and linear weight."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for m in list(model.modules()):
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            spectral_norm(m)
+    return model
+
+
 def output_range(arch: str) -> str:
     """The pixel range of an arch's generator: tanh -> [-1, 1], sigmoid -> [0, 1]."""
     return "sigmoid" if arch == "keras-dcgan" else "tanh"

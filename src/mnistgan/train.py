@@ -31,8 +31,14 @@ from . import checkpoint as ckpt
 from .config import Config, from_dict, to_dict
 from .data import Mnist, load_mnist, to_float, to_uint8
 from .errors import UsageError
-from .losses import LOSSES
-from .models import build_discriminator, build_generator, init_weights, output_range
+from .losses import LOSSES, gradient_penalty, r1_penalty
+from .models import (
+    add_spectral_norm,
+    build_discriminator,
+    build_generator,
+    init_weights,
+    output_range,
+)
 from .plots import plot_curves
 from .sample import pick_device, progress_gif, save_grid
 
@@ -116,6 +122,8 @@ class Trainer:
         self.D = build_discriminator(cfg.arch, cfg.width)
         init_weights(self.G)
         init_weights(self.D)
+        if cfg.spectral_norm:
+            add_spectral_norm(self.D)
         self.G.to(self.device)
         self.D.to(self.device)
         if cfg.channels_last:  # same math, faster convolutions (oneDNN/cuDNN NHWC kernels)
@@ -142,10 +150,12 @@ class Trainer:
         images = self.data.train_images[: cfg.subset] if cfg.subset else self.data.train_images
         self.real = to_float(images, self.pixel_range).to(self.device)
         n = len(self.real)
+        n_real = cfg.batch_size // 2 if cfg.half_batch_d else cfg.batch_size
+        self.real_per_step = n_real * cfg.d_steps
         if cfg.real_sampling == "epoch":
-            self.steps_per_epoch = math.ceil(n / cfg.batch_size)
-        else:
-            self.steps_per_epoch = max(1, n // cfg.batch_size)
+            self.steps_per_epoch = math.ceil(n / self.real_per_step)
+        else:  # Reference B: floor(60000 / 256) = 234 steps of 128 real images each
+            self.steps_per_epoch = max(1, n // (cfg.batch_size * cfg.d_steps))
         self.epoch, self.step, self.step_in_epoch, self.elapsed0 = 0, 0, 0, 0.0
         self.last_ckpt_step = -1
         self.best_fid = float("inf")
@@ -194,57 +204,44 @@ class Trainer:
     # ------------------------------------------------------------------ steps
 
     def batches(self):
-        """Index tensors of one epoch's real batches, replayable from the epoch's RNG state."""
+        """Index tensors of one epoch's real batches, replayable from the epoch's RNG state.
+
+        A step's batch holds the real images of all its D updates (d_steps of them).
+        """
         cfg, n = self.cfg, len(self.real)
         self.data_rng.set_state(self.epoch_rng_state)
-        n_real = cfg.batch_size // 2 if cfg.half_batch_d else cfg.batch_size
+        per_step = self.real_per_step
         if cfg.real_sampling == "epoch":
             perm = torch.randperm(n, generator=self.data_rng)
             for i in range(self.steps_per_epoch):
-                yield perm[i * cfg.batch_size : (i + 1) * cfg.batch_size][:n_real]
+                yield perm[i * per_step : (i + 1) * per_step]
         else:
             for _ in range(self.steps_per_epoch):
-                yield torch.randint(n, (n_real,), generator=self.data_rng)
+                yield torch.randint(n, (per_step,), generator=self.data_rng)
 
     def noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.cfg.latent_dim, device=self.device)
 
+    def d_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What D sees: images plus instance noise whose sigma decays linearly to 0."""
+        sigma = self.cfg.instance_noise
+        if sigma > 0:
+            total = self.cfg.epochs * self.steps_per_epoch
+            sigma *= max(0.0, 1.0 - self.step / total)
+            x = x + sigma * torch.randn_like(x)
+        return x
+
     def train_step(self, real: torch.Tensor) -> torch.Tensor:
-        """One D update and one G update; returns the step's stats as one tensor."""
-        cfg, G, D = self.cfg, self.G, self.D
-        if cfg.schedule == "joint":
-            # Reference A: one G forward, one D forward on the fakes, both losses from them;
-            # G's gradient flows through D as it was before D's update.
-            fake = G(self.noise(cfg.batch_size))
-            d_real, d_fake = D(real), D(fake)
-            loss_d = self.d_loss_fn(d_real, d_fake)
-            loss_g = self.g_loss_fn(d_fake)
-            grads_d = torch.autograd.grad(loss_d, list(D.parameters()), retain_graph=True)
-            grads_g = torch.autograd.grad(loss_g, list(G.parameters()))
-            for p, g in zip(D.parameters(), grads_d, strict=True):
-                p.grad = g
-            for p, g in zip(G.parameters(), grads_g, strict=True):
-                p.grad = g
-            self.opt_d.step()
-            self.opt_g.step()
+        """One step: D update(s), then G update(s); returns the step's stats as one tensor."""
+        if self.cfg.schedule == "joint":
+            loss_d, loss_g, d_real, d_fake = self.joint_step(real)
         else:
-            n_fake = len(real) if cfg.half_batch_d else cfg.batch_size
-            fake = G(self.noise(n_fake))
-            d_real, d_fake = D(real), D(fake.detach())
-            loss_d = self.d_loss_fn(d_real, d_fake)
-            self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            self.opt_d.step()
-            if cfg.half_batch_d:  # Reference B: G trains on a fresh, full batch of noise
-                fake = G(self.noise(cfg.batch_size))
-            D.requires_grad_(False)  # D is frozen during the G step (no weight grads needed)
-            loss_g = self.g_loss_fn(D(fake))
-            D.requires_grad_(True)
-            self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            self.opt_g.step()
+            for chunk in real.chunk(self.cfg.d_steps):
+                loss_d, d_real, d_fake = self.d_step(chunk)
+            for _ in range(self.cfg.g_steps):
+                loss_g = self.g_step()
         if self.G_ema is not None:
-            self.G_ema.update_parameters(G)
+            self.G_ema.update_parameters(self.G)
         with torch.no_grad():
             p_real, p_fake = torch.sigmoid(d_real.float()), torch.sigmoid(d_fake.float())
             return torch.stack(
@@ -257,6 +254,55 @@ class Trainer:
                     (p_fake < 0.5).float().mean(),
                 ]
             )
+
+    def joint_step(self, real: torch.Tensor):
+        """Reference A: one G forward, one D forward on the fakes, both losses from them;
+        G's gradient flows through D as it was before D's update."""
+        G, D = self.G, self.D
+        fake = G(self.noise(self.cfg.batch_size))
+        d_real, d_fake = D(self.d_input(real)), D(self.d_input(fake))
+        loss_d = self.d_loss_fn(d_real, d_fake, 1.0 - self.cfg.label_smoothing)
+        loss_g = self.g_loss_fn(d_fake)
+        grads_d = torch.autograd.grad(loss_d, list(D.parameters()), retain_graph=True)
+        grads_g = torch.autograd.grad(loss_g, list(G.parameters()))
+        for p, g in zip(D.parameters(), grads_d, strict=True):
+            p.grad = g
+        for p, g in zip(G.parameters(), grads_g, strict=True):
+            p.grad = g
+        self.opt_d.step()
+        self.opt_g.step()
+        return loss_d, loss_g, d_real, d_fake
+
+    def d_step(self, real: torch.Tensor):
+        """One D update on `real` and as many fresh fakes (Reference B: half a batch each)."""
+        cfg, D = self.cfg, self.D
+        with torch.no_grad():
+            fake = self.G(self.noise(len(real)))
+        real_in, fake_in = self.d_input(real), self.d_input(fake)
+        if cfg.r1 > 0:
+            real_in.requires_grad_(True)
+        d_real, d_fake = D(real_in), D(fake_in)
+        loss_d = self.d_loss_fn(d_real, d_fake, 1.0 - cfg.label_smoothing)
+        penalty = 0.0
+        if cfg.loss == "wgan-gp":
+            penalty = cfg.gp_weight * gradient_penalty(D, real_in.detach(), fake_in)
+        if cfg.r1 > 0:
+            penalty = penalty + cfg.r1 / 2 * r1_penalty(d_real, real_in)
+        self.opt_d.zero_grad(set_to_none=True)
+        (loss_d + penalty).backward()
+        self.opt_d.step()
+        return loss_d, d_real, d_fake
+
+    def g_step(self):
+        """One G update through the frozen D, on a full batch of fresh noise."""
+        fake = self.G(self.noise(self.cfg.batch_size))
+        self.D.requires_grad_(False)  # no weight grads for D in the G step
+        loss_g = self.g_loss_fn(self.D(self.d_input(fake)))
+        self.D.requires_grad_(True)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        return loss_g
 
     # ------------------------------------------------------------------ outputs
 
