@@ -176,3 +176,37 @@ def test_ema_run_resumes_and_exports(tmp_path, tiny_data):
     g_run = load_generator(tmp_path / "full").sample(4, seed=0)
     g_ckpt = load_generator(ckpt.latest_checkpoint(tmp_path / "full")).sample(4, seed=0)
     assert torch.equal(g_run, g_ckpt)  # the export and the checkpoint both sample the EMA
+
+
+class NaNAt(Trainer):
+    """Poisons G's weights after step 25 (in epoch 2), as an exploding update would."""
+
+    def train_step(self, real):
+        if self.step == 25:
+            with torch.no_grad():
+                next(self.G.parameters()).fill_(float("nan"))
+        return super().train_step(real)
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data):
+    from mnistgan.errors import DivergenceError
+
+    cfg = tiny(epochs=3, ema=0.0)
+    with pytest.raises(DivergenceError, match=r"diverged at step 26.*ckpt_e0001_s00000019\.pt"):
+        NaNAt(cfg, tmp_path / "r", tiny_data, log=lambda *a: 0).run()
+    good = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "r"))
+    assert good["step"] == 19
+    assert all(torch.isfinite(v).all() for v in good["G"].values() if v.is_floating_point())
+
+
+def test_one_training_process_per_run_dir(tmp_path, tiny_data):
+    import fcntl
+
+    from mnistgan.errors import UsageError
+
+    (tmp_path / "r").mkdir()
+    with open(tmp_path / "r" / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # as a running `mnistgan train` holds it
+        with pytest.raises(UsageError, match="in use by another"):
+            train(tiny(epochs=1), tmp_path / "r", data=tiny_data, log=lambda *a: 0)
+    train(tiny(epochs=1), tmp_path / "r", data=tiny_data, log=lambda *a: 0)  # free again

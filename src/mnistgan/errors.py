@@ -15,3 +15,7 @@ class DataError(MnistganError):
 
 class CheckpointError(MnistganError):
     """A checkpoint or generator file that is missing, corrupt or not ours."""
+
+
+class DivergenceError(MnistganError):
+    """NaN or Inf in a loss: the run stops, its last good checkpoint untouched."""

@@ -30,7 +30,7 @@ from . import __version__
 from . import checkpoint as ckpt
 from .config import Config, from_dict, to_dict
 from .data import Mnist, load_mnist, to_float, to_uint8
-from .errors import UsageError
+from .errors import DivergenceError, UsageError
 from .losses import LOSSES, gradient_penalty, r1_penalty
 from .models import (
     add_spectral_norm,
@@ -78,6 +78,20 @@ def git_commit() -> str | None:
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """One training process per run folder. flock dies with its process, so a killed run
+    never leaves a stale lock behind."""
+    import fcntl
+
+    with open(Path(run_dir) / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{run_dir} is in use by another `mnistgan train`") from None
+        yield
 
 
 @contextlib.contextmanager
@@ -375,6 +389,14 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def run(self, resume: bool = False, preset: str | None = None, overrides=()) -> RunResult:
+        if not resume:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        elif not self.run_dir.is_dir():
+            raise UsageError(f"{self.run_dir}: no such run directory to resume")
+        with run_lock(self.run_dir):
+            return self._run(resume, preset, overrides)
+
+    def _run(self, resume: bool, preset: str | None, overrides) -> RunResult:
         state = None
         if resume:
             latest = ckpt.latest_checkpoint(self.run_dir)
@@ -388,8 +410,6 @@ class Trainer:
                 raise UsageError(f"cannot change {names} when resuming {self.run_dir}")
             self.cfg = saved.replace(**{k: getattr(self.cfg, k) for k in changed})
             self.log(f"resuming {self.run_dir} from {latest.name}")
-        else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
         self._setup(state)
         if not resume:
             self.write_run_json(preset)
@@ -432,6 +452,13 @@ class Trainer:
         t_row, rows = time.monotonic(), []
         for idx in batches:
             stats = self.train_step(self.real[idx.to(self.device)]).tolist()
+            if not (math.isfinite(stats[0]) and math.isfinite(stats[1])):
+                last = ckpt.latest_checkpoint(self.run_dir)
+                raise DivergenceError(
+                    f"training diverged at step {self.step + 1}: non-finite loss (d_loss "
+                    f"{stats[0]}, g_loss {stats[1]}); last good checkpoint: {last or 'none'} "
+                    f"(resume from it, e.g. with a lower --lr: edit nothing else)"
+                )
             self.step += 1
             self.step_in_epoch += 1
             seen += len(idx)
