@@ -37,13 +37,13 @@ class TimedTrainer(Trainer):
         self.every, self.n, self.curve = every, n, []
         self.train_time, self.next_eval = 0.0, 0.0
 
-    def train_step(self, real):
+    def train_step(self, real, labels=None):
         if self.train_time >= self.next_eval:
             s = self.evaluate(self.n)
             self.curve.append({"train_s": round(self.train_time, 1), "step": self.step, **s})
             self.next_eval += self.every
         t = time.perf_counter()
-        out = super().train_step(real)
+        out = super().train_step(real, labels)
         self.train_time += time.perf_counter() - t
         if self.cfg.max_minutes and self.train_time >= self.cfg.max_minutes * 60:
             self.stop_reason = "budget"

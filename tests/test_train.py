@@ -71,8 +71,8 @@ class StopAfter(Trainer):
 
     n = 7
 
-    def train_step(self, real):
-        out = super().train_step(real)
+    def train_step(self, real, labels=None):
+        out = super().train_step(real, labels)
         if self.step + 1 == self.n:
             self.stop_reason = "test stop"
         return out
@@ -181,11 +181,11 @@ def test_ema_run_resumes_and_exports(tmp_path, tiny_data):
 class NaNAt(Trainer):
     """Poisons G's weights after step 25 (in epoch 2), as an exploding update would."""
 
-    def train_step(self, real):
+    def train_step(self, real, labels=None):
         if self.step == 25:
             with torch.no_grad():
                 next(self.G.parameters()).fill_(float("nan"))
-        return super().train_step(real)
+        return super().train_step(real, labels)
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data):

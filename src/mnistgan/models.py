@@ -8,9 +8,13 @@ defaults (momentum 0.99, eps 1e-3) are spelled the PyTorch way (momentum 0.01, e
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import UsageError
+
+NUM_CLASSES = 10
 
 
 def keras_bn(n: int, dims: int = 2) -> nn.Module:
@@ -122,24 +126,57 @@ def fast_discriminator(width: int = 64) -> nn.Sequential:
     )
 
 
-def build_generator(arch: str, latent_dim: int, width: int = 64) -> nn.Module:
-    if arch == "tf-dcgan":
-        return tf_dcgan_generator(latent_dim)
-    if arch == "keras-dcgan":
-        return keras_dcgan_generator(latent_dim)
-    if arch == "fast":
-        return fast_generator(latent_dim, width)
-    raise UsageError(f"unknown architecture {arch!r}")
+# ------------------------------------------------------------ conditional (any arch)
 
 
-def build_discriminator(arch: str, width: int = 64) -> nn.Module:
+class ConditionalGenerator(nn.Module):
+    """G(z, y): the digit's one-hot code is appended to the noise."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, z, y):
+        return self.net(torch.cat([z, F.one_hot(y.long(), NUM_CLASSES).to(z.dtype)], dim=1))
+
+
+class ProjectionDiscriminator(nn.Module):
+    """D(x, y) = head(h) + <embed(y), h>, h = body(x): the projection discriminator of
+    Miyato & Koyama (2018), built on any discriminator that ends in a Linear layer."""
+
+    def __init__(self, net: nn.Sequential):
+        super().__init__()
+        self.body, self.head = net[:-1], net[-1]
+        self.embed = nn.Embedding(NUM_CLASSES, self.head.in_features)
+
+    def forward(self, x, y):
+        h = self.body(x)
+        return self.head(h) + (self.embed(y.long()) * h).sum(dim=1, keepdim=True)
+
+
+def build_generator(arch: str, latent_dim: int, width: int = 64, conditional=False) -> nn.Module:
+    z_dim = latent_dim + NUM_CLASSES if conditional else latent_dim
     if arch == "tf-dcgan":
-        return tf_dcgan_discriminator()
-    if arch == "keras-dcgan":
-        return keras_dcgan_discriminator()
-    if arch == "fast":
-        return fast_discriminator(width)
-    raise UsageError(f"unknown architecture {arch!r}")
+        net = tf_dcgan_generator(z_dim)
+    elif arch == "keras-dcgan":
+        net = keras_dcgan_generator(z_dim)
+    elif arch == "fast":
+        net = fast_generator(z_dim, width)
+    else:
+        raise UsageError(f"unknown architecture {arch!r}")
+    return ConditionalGenerator(net) if conditional else net
+
+
+def build_discriminator(arch: str, width: int = 64, conditional=False) -> nn.Module:
+    if arch == "tf-dcgan":
+        net = tf_dcgan_discriminator()
+    elif arch == "keras-dcgan":
+        net = keras_dcgan_discriminator()
+    elif arch == "fast":
+        net = fast_discriminator(width)
+    else:
+        raise UsageError(f"unknown architecture {arch!r}")
+    return ProjectionDiscriminator(net) if conditional else net
 
 
 def keras_param_count(model: nn.Module) -> int:
@@ -156,9 +193,9 @@ def keras_param_count(model: nn.Module) -> int:
 def init_weights(model: nn.Module) -> None:
     """Glorot-uniform kernels and zero biases: Keras' defaults, used by every preset."""
     for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
             nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
+            if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
 
 

@@ -39,25 +39,55 @@ class Generator:
         self.device = device
         self.latent_dim = int(meta["latent_dim"])
         self.pixel_range = output_range(meta["arch"])
+        self.conditional = bool(meta.get("conditional", False))
 
     def noise(self, n: int, seed: int | None = None) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         return torch.randn(n, self.latent_dim, generator=gen)
 
+    def labels(self, n: int, digit: int | None = None) -> torch.Tensor | None:
+        """The digits to ask a conditional generator for: all `digit`, or 0-9 in turn."""
+        if digit is not None and not self.conditional:
+            raise UsageError(
+                "this generator is not conditional: train with --preset cgan or --conditional "
+                "to choose digits"
+            )
+        if not self.conditional:
+            return None
+        if digit is not None and not 0 <= int(digit) <= 9:
+            raise UsageError(f"digit must be 0-9, got {digit}")
+        return torch.full((n,), int(digit)) if digit is not None else torch.arange(n) % 10
+
     @torch.inference_mode()
-    def sample_from(self, z: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
-        out = [self.net(zb.to(self.device)) for zb in z.split(batch_size)]
+    def sample_from(self, z: torch.Tensor, y=None, batch_size: int = 2000) -> torch.Tensor:
+        if y is None:
+            out = [self.net(zb.to(self.device)) for zb in z.split(batch_size)]
+        else:
+            out = [
+                self.net(zb.to(self.device), yb.to(self.device))
+                for zb, yb in zip(z.split(batch_size), y.split(batch_size), strict=True)
+            ]
         return to_uint8(torch.cat(out), self.pixel_range)
 
-    def sample(self, n: int, seed: int | None = None, batch_size: int = 2000) -> torch.Tensor:
+    def sample(
+        self, n: int, seed: int | None = None, digit: int | None = None, batch_size: int = 2000
+    ) -> torch.Tensor:
+        """n digits as (n, 28, 28) uint8; `digit` picks the class of a conditional generator
+        (default: 0-9 in turn)."""
         if n <= 0:
             raise UsageError(f"n must be positive, got {n}")
-        return self.sample_from(self.noise(n, seed), batch_size)
+        y = self.labels(n, digit)
+        return self.sample_from(self.noise(n, seed), y, batch_size)
 
 
 def _build(meta: dict, state: dict, where: Path, device: str) -> Generator:
     try:
-        net = build_generator(meta["arch"], int(meta["latent_dim"]), int(meta.get("width", 64)))
+        net = build_generator(
+            meta["arch"],
+            int(meta["latent_dim"]),
+            int(meta.get("width", 64)),
+            bool(meta.get("conditional", False)),
+        )
     except (KeyError, TypeError, ValueError, MnistganError):
         raise CheckpointError(f"{where}: unknown or incomplete architecture description") from None
     ckpt.load_state_strict(net, state, where)
@@ -82,7 +112,12 @@ def load_generator(path: str | Path, device: str = "cpu") -> Generator:
         from .config import from_dict  # the config inside a checkpoint says which arch
 
         cfg = from_dict(state["config"])
-        meta = {"arch": cfg.arch, "latent_dim": cfg.latent_dim, "width": cfg.width}
+        meta = {
+            "arch": cfg.arch,
+            "latent_dim": cfg.latent_dim,
+            "width": cfg.width,
+            "conditional": cfg.conditional,
+        }
         weights = state["G"]
         if "G_ema" in state:  # sample from the moving average, as the run itself does
             weights = {k[7:]: v for k, v in state["G_ema"].items() if k.startswith("module.")}

@@ -132,8 +132,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads or default_threads())
         torch.manual_seed(cfg.seed)
         self.pixel_range = output_range(cfg.arch)
-        self.G = build_generator(cfg.arch, cfg.latent_dim, cfg.width)
-        self.D = build_discriminator(cfg.arch, cfg.width)
+        self.G = build_generator(cfg.arch, cfg.latent_dim, cfg.width, cfg.conditional)
+        self.D = build_discriminator(cfg.arch, cfg.width, cfg.conditional)
         init_weights(self.G)
         init_weights(self.D)
         if cfg.spectral_norm:
@@ -163,6 +163,10 @@ class Trainer:
             self.data = load_mnist(cfg.data_source, cfg.data_path)
         images = self.data.train_images[: cfg.subset] if cfg.subset else self.data.train_images
         self.real = to_float(images, self.pixel_range).to(self.device)
+        labels = self.data.train_labels[: cfg.subset] if cfg.subset else self.data.train_labels
+        self.labels = labels.long().to(self.device)
+        # grid rows cycle through the digits when conditional (row r: digits r, r+1, ...)
+        self.fixed_labels = torch.arange(cfg.grid_size**2) % 10
         n = len(self.real)
         n_real = cfg.batch_size // 2 if cfg.half_batch_d else cfg.batch_size
         self.real_per_step = n_real * cfg.d_steps
@@ -236,6 +240,18 @@ class Trainer:
     def noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.cfg.latent_dim, device=self.device)
 
+    def random_labels(self, n: int) -> torch.Tensor | None:
+        if not self.cfg.conditional:
+            return None
+        return torch.randint(10, (n,), device=self.device)
+
+    def gen(self, G, z, y):
+        """G(z), or G(z, y) for a conditional GAN: the one place that knows the difference."""
+        return G(z) if y is None else G(z, y)
+
+    def disc(self, x, y):
+        return self.D(x) if y is None else self.D(x, y)
+
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
         """What D sees: images plus instance noise whose sigma decays linearly to 0."""
         sigma = self.cfg.instance_noise
@@ -245,13 +261,18 @@ class Trainer:
             x = x + sigma * torch.randn_like(x)
         return x
 
-    def train_step(self, real: torch.Tensor) -> torch.Tensor:
-        """One step: D update(s), then G update(s); returns the step's stats as one tensor."""
+    def train_step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """One step: D update(s), then G update(s); returns the step's stats as one tensor.
+
+        `labels` (the real digits' classes) are used only by a conditional GAN."""
+        labels = labels if self.cfg.conditional else None
         if self.cfg.schedule == "joint":
-            loss_d, loss_g, d_real, d_fake = self.joint_step(real)
+            loss_d, loss_g, d_real, d_fake = self.joint_step(real, labels)
         else:
-            for chunk in real.chunk(self.cfg.d_steps):
-                loss_d, d_real, d_fake = self.d_step(chunk)
+            xs = real.chunk(self.cfg.d_steps)
+            ys = labels.chunk(self.cfg.d_steps) if labels is not None else [None] * len(xs)
+            for chunk, y in zip(xs, ys, strict=True):
+                loss_d, d_real, d_fake = self.d_step(chunk, y)
             for _ in range(self.cfg.g_steps):
                 loss_g = self.g_step()
         if self.G_ema is not None:
@@ -269,12 +290,14 @@ class Trainer:
                 ]
             )
 
-    def joint_step(self, real: torch.Tensor):
+    def joint_step(self, real: torch.Tensor, labels=None):
         """Reference A: one G forward, one D forward on the fakes, both losses from them;
         G's gradient flows through D as it was before D's update."""
         G, D = self.G, self.D
-        fake = G(self.noise(self.cfg.batch_size))
-        d_real, d_fake = D(self.d_input(real)), D(self.d_input(fake))
+        y_fake = self.random_labels(self.cfg.batch_size)
+        fake = self.gen(G, self.noise(self.cfg.batch_size), y_fake)
+        d_real = self.disc(self.d_input(real), labels)
+        d_fake = self.disc(self.d_input(fake), y_fake)
         loss_d = self.d_loss_fn(d_real, d_fake, 1.0 - self.cfg.label_smoothing)
         loss_g = self.g_loss_fn(d_fake)
         grads_d = torch.autograd.grad(loss_d, list(D.parameters()), retain_graph=True)
@@ -287,19 +310,21 @@ class Trainer:
         self.opt_g.step()
         return loss_d, loss_g, d_real, d_fake
 
-    def d_step(self, real: torch.Tensor):
+    def d_step(self, real: torch.Tensor, labels=None):
         """One D update on `real` and as many fresh fakes (Reference B: half a batch each)."""
-        cfg, D = self.cfg, self.D
+        cfg = self.cfg
+        y_fake = self.random_labels(len(real))
         with torch.no_grad():
-            fake = self.G(self.noise(len(real)))
+            fake = self.gen(self.G, self.noise(len(real)), y_fake)
         real_in, fake_in = self.d_input(real), self.d_input(fake)
         if cfg.r1 > 0:
             real_in.requires_grad_(True)
-        d_real, d_fake = D(real_in), D(fake_in)
+        d_real, d_fake = self.disc(real_in, labels), self.disc(fake_in, y_fake)
         loss_d = self.d_loss_fn(d_real, d_fake, 1.0 - cfg.label_smoothing)
         penalty = 0.0
         if cfg.loss == "wgan-gp":
-            penalty = cfg.gp_weight * gradient_penalty(D, real_in.detach(), fake_in)
+            critic = self.D if labels is None else (lambda x: self.D(x, labels))
+            penalty = cfg.gp_weight * gradient_penalty(critic, real_in.detach(), fake_in)
         if cfg.r1 > 0:
             penalty = penalty + cfg.r1 / 2 * r1_penalty(d_real, real_in)
         self.opt_d.zero_grad(set_to_none=True)
@@ -309,9 +334,10 @@ class Trainer:
 
     def g_step(self):
         """One G update through the frozen D, on a full batch of fresh noise."""
-        fake = self.G(self.noise(self.cfg.batch_size))
+        y = self.random_labels(self.cfg.batch_size)
+        fake = self.gen(self.G, self.noise(self.cfg.batch_size), y)
         self.D.requires_grad_(False)  # no weight grads for D in the G step
-        loss_g = self.g_loss_fn(self.D(self.d_input(fake)))
+        loss_g = self.g_loss_fn(self.disc(self.d_input(fake), y))
         self.D.requires_grad_(True)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -328,7 +354,8 @@ class Trainer:
         G = self.sampling_generator()
         G.eval()
         with torch.inference_mode():
-            imgs = to_uint8(G(self.fixed_noise.to(self.device)), self.pixel_range)
+            y = self.fixed_labels.to(self.device) if self.cfg.conditional else None
+            imgs = to_uint8(self.gen(G, self.fixed_noise.to(self.device), y), self.pixel_range)
         G.train()
         path = self.run_dir / "samples" / f"epoch_{self.epoch:03d}.png"
         return save_grid(imgs, path, nrow=self.cfg.grid_size, scale=2)
@@ -344,6 +371,7 @@ class Trainer:
             "latent_dim": cfg.latent_dim,
             "width": cfg.width,
             "pixel_range": self.pixel_range,
+            "conditional": cfg.conditional,
             "epoch": self.epoch,
             "step": self.step,
             "mnistgan_version": __version__,
@@ -451,7 +479,8 @@ class Trainer:
         )
         t_row, rows = time.monotonic(), []
         for idx in batches:
-            stats = self.train_step(self.real[idx.to(self.device)]).tolist()
+            idx = idx.to(self.device)
+            stats = self.train_step(self.real[idx], self.labels[idx]).tolist()
             if not (math.isfinite(stats[0]) and math.isfinite(stats[1])):
                 last = ckpt.latest_checkpoint(self.run_dir)
                 raise DivergenceError(
@@ -509,17 +538,28 @@ class Trainer:
         G = self.sampling_generator()
         z = torch.randn(n or self.cfg.eval_n, self.cfg.latent_dim,
                         generator=torch.Generator().manual_seed(EVAL_SEED))  # fmt: skip
+        y = torch.arange(len(z)) % 10  # balanced digits when conditional
         G.eval()
         with torch.inference_mode():
-            imgs = torch.cat([to_uint8(G(zb.to(self.device)), self.pixel_range)
-                              for zb in z.split(1000)])  # fmt: skip
+            imgs = torch.cat([
+                to_uint8(self.gen(G, zb.to(self.device),
+                                  yb.to(self.device) if self.cfg.conditional else None),
+                         self.pixel_range)
+                for zb, yb in zip(z.split(1000), y.split(1000), strict=True)
+            ])  # fmt: skip
         G.train()
         scores = evaluate_images(imgs, seed=0)
+        if self.cfg.conditional:  # does a requested 7 come out as a 7?
+            from .metrics.classifier import features_and_probs
+
+            _, probs = features_and_probs(imgs)
+            scores["label_accuracy"] = float((probs.argmax(1) == y.numpy()).mean())
         self.last_eval = (self.step, scores)
         self.log(
             f"  eval at step {self.step} (n={scores['n']}): FID {scores['fid']:.2f}  "
             f"KID {scores['kid']:.3f}  coverage {scores['coverage']:.3f}  "
             f"digits {scores['digits_covered']}/10"
+            + (f"  label accuracy {scores['label_accuracy']:.3f}" if self.cfg.conditional else "")
         )
         if scores["fid"] < self.best_fid:
             self.best_fid = scores["fid"]

@@ -1,0 +1,76 @@
+"""Conditional generation: G(z, y) and a projection D(x, y) for any architecture."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from mnistgan import checkpoint as ckpt
+from mnistgan.config import resolve
+from mnistgan.errors import UsageError
+from mnistgan.models import build_discriminator, build_generator
+from mnistgan.sample import load_generator
+from mnistgan.train import Trainer, train
+
+TINY = {"width": 8, "latent_dim": 16, "batch_size": 32, "device": "cpu", "eval_every": 0}
+
+
+@pytest.mark.parametrize("arch", ["fast", "tf-dcgan", "keras-dcgan"])
+def test_conditional_models_take_labels(arch):
+    G = build_generator(arch, 100, 16, conditional=True)
+    D = build_discriminator(arch, 16, conditional=True)
+    y = torch.arange(4)
+    x = G(torch.randn(4, 100), y)
+    assert x.shape == (4, 1, 28, 28)
+    assert D(x, y).shape == (4, 1)
+    # the projection term makes D's score depend on the label
+    D.embed.weight.data.normal_()
+    assert not torch.allclose(D(x, y), D(x, (y + 1) % 10))
+
+
+def test_cgan_trains_resumes_and_samples_chosen_digits(tmp_path, tiny_data):
+    cfg = resolve("cgan", overrides=TINY)[0].replace(epochs=2)
+    quiet = {"log": lambda *a: None, "data": tiny_data}
+    train(cfg, tmp_path / "full", **quiet)
+    train(cfg.replace(epochs=1), tmp_path / "part", **quiet)
+    train(cfg, tmp_path / "part", resume=True, overrides={"epochs": 2}, **quiet)
+    a = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "full"))
+    b = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "part"))
+    for k in a["D"]:
+        assert torch.equal(a["D"][k], b["D"][k]), k
+    g = load_generator(tmp_path / "full")
+    assert g.conditional
+    sevens = g.sample(6, seed=0, digit=7)
+    assert sevens.shape == (6, 28, 28)
+    # the same noise with another digit gives other images
+    assert not torch.equal(sevens, g.sample(6, seed=0, digit=1))
+    with pytest.raises(UsageError, match="digit must be 0-9"):
+        g.sample(2, digit=12)
+
+
+def test_real_labels_reach_the_discriminator(tiny_data):
+    t = Trainer(resolve("cgan", overrides=TINY)[0], "unused", tiny_data)
+    t._setup(None)
+    seen = []
+    t.D.register_forward_pre_hook(lambda m, a: seen.append(a[1].clone()))
+    idx = next(t.batches())
+    t.train_step(t.real[idx], t.labels[idx])
+    assert torch.equal(seen[0], t.labels[idx])  # real images come with their own labels
+
+
+def test_unconditional_generator_refuses_a_digit(tmp_path, tiny_data):
+    cfg = resolve("fast", overrides=TINY)[0].replace(epochs=1)
+    train(cfg, tmp_path / "r", data=tiny_data, log=lambda *a: None)
+    r = run_cli("generate", "--run", tmp_path / "r", "--digit", "7", "--out", tmp_path / "x.png")
+    assert r.returncode == 2 and "not conditional" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_generate_digit_all_grid(tmp_path, tiny_data):
+    cfg = resolve("cgan", overrides=TINY)[0].replace(epochs=1)
+    train(cfg, tmp_path / "r", data=tiny_data, log=lambda *a: None)
+    out = tmp_path / "x.npy"
+    r = run_cli("generate", "--run", tmp_path / "r", "--digit", "all", "--n", "25", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert np.load(out).shape == (30, 28, 28)  # 10 rows of ceil(25 / 10) = 3
+    r = run_cli("generate", "--run", tmp_path / "r", "--digit", "x", "--out", out)
+    assert r.returncode == 2 and "--digit must be 0-9 or all" in r.stderr
