@@ -74,3 +74,33 @@ def test_generate_digit_all_grid(tmp_path, tiny_data):
     assert np.load(out).shape == (30, 28, 28)  # 10 rows of ceil(25 / 10) = 3
     r = run_cli("generate", "--run", tmp_path / "r", "--digit", "x", "--out", out)
     assert r.returncode == 2 and "--digit must be 0-9 or all" in r.stderr
+
+
+def test_interpolation_and_truncation(tmp_path, tiny_data):
+    from PIL import Image
+
+    from mnistgan.sample import slerp
+
+    a, b = torch.randn(16), torch.randn(16)
+    path = slerp(a, b, torch.linspace(0, 1, 5).unsqueeze(1))
+    torch.testing.assert_close(path[0], a)
+    torch.testing.assert_close(path[-1], b)
+    # spherical: the norm stays between the ends' norms' range, unlike a straight line's dip
+    assert path.norm(dim=1).min() >= min(a.norm(), b.norm()) * 0.99
+
+    for preset in ("fast", "cgan"):
+        run = tmp_path / preset
+        train(resolve(preset, overrides=TINY)[0].replace(epochs=1), run, data=tiny_data,
+              log=lambda *a: None)  # fmt: skip
+        g = load_generator(run)
+        strip = g.interpolate(3, 8, steps=6)
+        assert strip.shape == (6, 28, 28)
+        z = g.noise(500, seed=0, truncation=0.5)
+        assert z.abs().max() <= 0.5 and torch.equal(z, g.noise(500, seed=0, truncation=0.5))
+        r = run_cli("interpolate", "--run", run, "--from", "3", "--to", "8", "--steps", "6",
+                    "--out", tmp_path / f"{preset}.gif")  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert Image.open(tmp_path / f"{preset}.gif").n_frames == 10  # 6 there, 4 back
+    r = run_cli("interpolate", "--run", tmp_path / "cgan", "--from", "3", "--to", "12",
+                "--out", tmp_path / "x.png")  # fmt: skip
+    assert r.returncode == 2 and "digit must be 0-9" in r.stderr

@@ -68,6 +68,9 @@ def test_loss_values():
         {"label_smoothing": 0.1, "instance_noise": 0.1},
         {"spectral_norm": True, "loss": "hinge"},
         {"g_steps": 2},
+        {"diffaugment": "translation,cutout"},
+        {"precision": "bf16"},
+        {"grad_accum": 2, "loss": "hinge"},
     ],
 )
 def test_each_option_trains(tiny_data, opts):
@@ -117,3 +120,53 @@ def test_joint_schedule_refuses_what_it_cannot_do():
         resolve("tf-dcgan", overrides={"d_steps": "2"})
     with pytest.raises(UsageError, match="loss must be one of"):
         resolve("fast", overrides={"loss": "lsgan"})
+
+
+def test_diffaugment_is_differentiable_and_keeps_shape():
+    from mnistgan.augment import cutout, diff_augment, translation
+
+    x = (torch.rand(16, 1, 28, 28) * 2 - 1).requires_grad_(True)
+    for f in (translation, cutout):
+        y = f(x)
+        assert y.shape == x.shape and not torch.equal(y, x)
+        (g,) = torch.autograd.grad(y.sum(), x)
+        assert g.abs().sum() > 0  # gradients reach G through the augmentation
+    y = diff_augment(x, "translation,cutout")
+    assert y.shape == x.shape
+    # cutout blanks a 14 x 14 square centred anywhere: at least a 7 x 7 corner of it is inside
+    blank = (cutout(x.detach()) == x.amin()).flatten(1).sum(1)
+    assert (blank >= 7 * 7).all() and (blank <= 14 * 14 + 1).all()
+    with pytest.raises(UsageError, match="unknown diffaugment policy"):
+        resolve("fast", overrides={"diffaugment": "translation,colour"})
+
+
+def test_bf16_autocast_runs_layers_in_bf16(tiny_data):
+    t = trainer(tiny_data, precision="bf16")
+    dtypes = []
+    for m in t.D.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
+    idx = next(t.batches())
+    stats = t.train_step(t.real[idx])
+    assert torch.isfinite(stats).all() and dtypes and set(dtypes) == {torch.bfloat16}
+    assert next(t.D.parameters()).dtype == torch.float32  # weights stay fp32
+
+
+def test_fp16_uses_loss_scaling(tiny_data):
+    t = trainer(tiny_data, precision="fp16")
+    assert t.scaler_d.is_enabled() and t.scaler_g.is_enabled()
+    with pytest.raises(UsageError, match="fp16 needs loss scaling"):
+        resolve("tf-dcgan", overrides={"precision": "fp16"})
+
+
+def test_grad_accum_makes_one_update_from_micro_batches(tiny_data):
+    t = trainer(tiny_data, grad_accum=2, batch_size=16)
+    steps, sizes = {"d": 0, "g": 0}, []
+    t.opt_d.register_step_post_hook(lambda *a: steps.__setitem__("d", steps["d"] + 1))
+    t.opt_g.register_step_post_hook(lambda *a: steps.__setitem__("g", steps["g"] + 1))
+    t.D.register_forward_pre_hook(lambda m, a: sizes.append(len(a[0])))
+    idx = next(t.batches())
+    assert len(idx) == 32  # one step consumes grad_accum x batch_size real digits
+    t.train_step(t.real[idx])
+    assert steps == {"d": 1, "g": 1}
+    assert sizes == [16] * 6  # D: (real, fake) x 2 micro-batches; G: 2 micro-batches

@@ -68,6 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="grid .png, .npz/.npy array, or a folder")
     g.add_argument("--nrow", type=int, help="digits per row of a .png grid")
     g.add_argument("--digit", help="conditional generators: 0-9, or `all` for one row per digit")
+    g.add_argument("--truncation", type=float, metavar="PSI", help="redraw noise beyond +-PSI")
+
+    i = sub.add_parser("interpolate", help="morph one digit into another (PNG strip or GIF)")
+    isrc = i.add_mutually_exclusive_group(required=True)
+    isrc.add_argument("--run", metavar="DIR", help="a run folder")
+    isrc.add_argument("--checkpoint", metavar="PATH", help="a .safetensors generator or .pt")
+    i.add_argument(
+        "--from",
+        dest="start",
+        type=int,
+        required=True,
+        help="noise seed (or digit, for a conditional generator)",
+    )
+    i.add_argument("--to", dest="end", type=int, required=True, help="seed or digit")
+    i.add_argument("--steps", type=int, default=10, help="images along the way (default 10)")
+    i.add_argument("--seed", type=int, default=0, help="the fixed noise of a conditional morph")
+    i.add_argument("--out", required=True, help="x.png (a strip) or x.gif (an animation)")
     g.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
 
     e = sub.add_parser("evaluate", help="score samples: FID, KID, IS, precision/recall, coverage")
@@ -158,7 +175,7 @@ def cmd_generate(args) -> int:
         if args.digit is not None and not args.digit.isdigit():
             raise UsageError(f"--digit must be 0-9 or all, got {args.digit!r}")
         digit = int(args.digit) if args.digit is not None else None
-        images = g.sample(args.n, seed=args.seed, digit=digit)
+        images = g.sample(args.n, seed=args.seed, digit=digit, truncation=args.truncation)
     what = write_samples(images, Path(args.out), nrow)
     print(f"wrote {what} to {args.out}")
     return 0
@@ -212,6 +229,30 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_interpolate(args) -> int:
+    from .sample import grid_image, load_generator
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".gif"):
+        raise UsageError(f"--out {out}: use a .png strip or a .gif animation")
+    if args.run and not Path(args.run).is_dir():
+        raise UsageError(f"{args.run}: no such run directory")
+    g = load_generator(args.run or args.checkpoint)
+    images = g.interpolate(args.start, args.end, args.steps, seed=args.seed).numpy()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".png":
+            grid_image(images, nrow=len(images), scale=2).save(out)
+        else:
+            frames = [grid_image(im[None], 1, scale=4) for im in images]
+            frames += frames[-2:0:-1]  # there and back again
+            frames[0].save(out, save_all=True, append_images=frames[1:], duration=120, loop=0)
+    except OSError as e:
+        raise MnistganError(f"cannot write {out}: {e.strerror or e}") from None
+    print(f"wrote {len(images)} steps from {args.start} to {args.end} to {out}")
+    return 0
+
+
 def cmd_presets(args) -> int:
     from .models import build_discriminator, build_generator, keras_param_count
 
@@ -260,6 +301,7 @@ COMMANDS = {
     "train": cmd_train,
     "generate": cmd_generate,
     "evaluate": cmd_evaluate,
+    "interpolate": cmd_interpolate,
     "presets": cmd_presets,
     "data": cmd_data,
 }

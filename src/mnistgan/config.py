@@ -48,8 +48,11 @@ class Config:
     spectral_norm: bool = False  # spectral normalisation of every D layer
     d_steps: int = 1  # D updates per step (each on its own real batch)
     g_steps: int = 1  # G updates per step
+    grad_accum: int = 1  # micro-batches of batch_size whose gradients make one update
     label_smoothing: float = 0.0  # one-sided: D's target for real is 1 - this
     instance_noise: float = 0.0  # sigma of Gaussian noise on D's inputs, decaying to 0
+    diffaugment: str = ""  # DiffAugment policies for D's inputs: translation,cutout
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast for forward passes
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5
@@ -170,10 +173,11 @@ CHOICES = {
     "schedule": ("joint", "alternating"),
     "real_sampling": ("epoch", "random"),
     "loss": ("ns", "bce", "hinge", "wgan-gp"),
+    "precision": ("fp32", "bf16", "fp16"),
 }
 POSITIVE = (
     "latent_dim", "width", "epochs", "batch_size", "grid_size", "keep_checkpoints", "d_steps",
-    "g_steps",
+    "g_steps", "grad_accum",
 )  # fmt: skip
 EVAL_N_MIN = 100
 NON_NEGATIVE = ("sample_every", "checkpoint_every", "export_every", "eval_every", "seed")
@@ -259,10 +263,21 @@ def validate(cfg: Config) -> Config:
     if not 0 <= cfg.label_smoothing < 1:
         raise UsageError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if cfg.schedule == "joint" and (
-        cfg.d_steps != 1 or cfg.g_steps != 1 or cfg.r1 > 0 or cfg.loss == "wgan-gp"
+        cfg.d_steps != 1
+        or cfg.g_steps != 1
+        or cfg.grad_accum != 1
+        or cfg.r1 > 0
+        or cfg.loss == "wgan-gp"
     ):
         raise UsageError("the joint schedule (tf-dcgan) takes one D and one G step per batch "
                          "and no penalties; use --schedule alternating")  # fmt: skip
+    bad = set(filter(None, cfg.diffaugment.split(","))) - {"translation", "cutout"}
+    if bad:
+        raise UsageError(f"unknown diffaugment policy {', '.join(sorted(bad))} "
+                         "(choose from translation, cutout)")  # fmt: skip
+    if cfg.precision == "fp16" and cfg.schedule == "joint":
+        raise UsageError("fp16 needs loss scaling, which the joint schedule does not do; "
+                         "use bf16")  # fmt: skip
     if cfg.eval_n < EVAL_N_MIN:
         raise UsageError(f"eval_n must be at least {EVAL_N_MIN}, got {cfg.eval_n}")
     if not 0 <= cfg.ema < 1:

@@ -137,7 +137,9 @@ class ConditionalGenerator(nn.Module):
         self.net = net
 
     def forward(self, z, y):
-        return self.net(torch.cat([z, F.one_hot(y.long(), NUM_CLASSES).to(z.dtype)], dim=1))
+        # y: class indices, or (N, 10) soft codes (e.g. to morph one digit into another)
+        code = y.to(z.dtype) if y.dim() == 2 else F.one_hot(y.long(), NUM_CLASSES).to(z.dtype)
+        return self.net(torch.cat([z, code], dim=1))
 
 
 class ProjectionDiscriminator(nn.Module):

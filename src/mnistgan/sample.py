@@ -41,9 +41,16 @@ class Generator:
         self.pixel_range = output_range(meta["arch"])
         self.conditional = bool(meta.get("conditional", False))
 
-    def noise(self, n: int, seed: int | None = None) -> torch.Tensor:
+    def noise(self, n: int, seed: int | None = None, truncation: float | None = None):
+        """Standard normal noise; with `truncation` psi, values beyond +-psi are redrawn
+        (the truncation trick: typical digits at the cost of variety)."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        return torch.randn(n, self.latent_dim, generator=gen)
+        if truncation is None:
+            return torch.randn(n, self.latent_dim, generator=gen)
+        if not truncation > 0:
+            raise UsageError(f"truncation must be positive, got {truncation}")
+        z = torch.empty(n, self.latent_dim)
+        return torch.nn.init.trunc_normal_(z, 0.0, 1.0, -truncation, truncation, generator=gen)
 
     def labels(self, n: int, digit: int | None = None) -> torch.Tensor | None:
         """The digits to ask a conditional generator for: all `digit`, or 0-9 in turn."""
@@ -70,14 +77,39 @@ class Generator:
         return to_uint8(torch.cat(out), self.pixel_range)
 
     def sample(
-        self, n: int, seed: int | None = None, digit: int | None = None, batch_size: int = 2000
+        self,
+        n: int,
+        seed: int | None = None,
+        digit: int | None = None,
+        truncation: float | None = None,
+        batch_size: int = 2000,
     ) -> torch.Tensor:
         """n digits as (n, 28, 28) uint8; `digit` picks the class of a conditional generator
         (default: 0-9 in turn)."""
         if n <= 0:
             raise UsageError(f"n must be positive, got {n}")
         y = self.labels(n, digit)
-        return self.sample_from(self.noise(n, seed), y, batch_size)
+        return self.sample_from(self.noise(n, seed, truncation), y, batch_size)
+
+    def interpolate(self, start: int, end: int, steps: int, seed: int = 0) -> torch.Tensor:
+        """`steps` digits morphing from `start` to `end`: noise seeds of an unconditional
+        generator (spherical interpolation), or digits of a conditional one (its class code
+        blended linearly, the noise fixed by `seed`)."""
+        if steps < 2:
+            raise UsageError(f"steps must be at least 2, got {steps}")
+        t = torch.linspace(0, 1, steps).unsqueeze(1)
+        if self.conditional:
+            a, b = (torch.eye(10)[self.labels(1, d)[0]] for d in (start, end))
+            return self.sample_from(self.noise(1, seed).expand(steps, -1), (1 - t) * a + t * b)
+        return self.sample_from(slerp(self.noise(1, start)[0], self.noise(1, end)[0], t))
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between vectors a and b at fractions t (shape (k, 1))."""
+    omega = torch.arccos(torch.clamp(torch.dot(a / a.norm(), b / b.norm()), -1.0, 1.0))
+    if omega.abs() < 1e-6:  # (anti)parallel: fall back to a straight line
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
 
 
 def _build(meta: dict, state: dict, where: Path, device: str) -> Generator:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from . import __version__
 from . import checkpoint as ckpt
+from .augment import diff_augment
 from .config import Config, from_dict, to_dict
 from .data import Mnist, load_mnist, to_float, to_uint8
 from .errors import DivergenceError, UsageError
@@ -154,6 +155,10 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr_g, betas, eps=cfg.adam_eps)
         self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d, betas, eps=cfg.adam_eps)
         self.d_loss_fn, self.g_loss_fn = LOSSES[cfg.loss]
+        # fp16 needs loss scaling against underflow; bf16 and fp32 do not (scalers disabled)
+        fp16 = cfg.precision == "fp16"
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=fp16)
         # Separate generators, so that sampling a grid never shifts the training randomness.
         self.data_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.fixed_noise = torch.randn(
@@ -169,11 +174,11 @@ class Trainer:
         self.fixed_labels = torch.arange(cfg.grid_size**2) % 10
         n = len(self.real)
         n_real = cfg.batch_size // 2 if cfg.half_batch_d else cfg.batch_size
-        self.real_per_step = n_real * cfg.d_steps
+        self.real_per_step = n_real * cfg.d_steps * cfg.grad_accum
         if cfg.real_sampling == "epoch":
             self.steps_per_epoch = math.ceil(n / self.real_per_step)
         else:  # Reference B: floor(60000 / 256) = 234 steps of 128 real images each
-            self.steps_per_epoch = max(1, n // (cfg.batch_size * cfg.d_steps))
+            self.steps_per_epoch = max(1, n // (cfg.batch_size * cfg.d_steps * cfg.grad_accum))
         self.epoch, self.step, self.step_in_epoch, self.elapsed0 = 0, 0, 0, 0.0
         self.last_ckpt_step = -1
         self.best_fid = float("inf")
@@ -253,7 +258,9 @@ class Trainer:
         return self.D(x) if y is None else self.D(x, y)
 
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What D sees: images plus instance noise whose sigma decays linearly to 0."""
+        """What D sees: DiffAugment'ed images plus instance noise whose sigma decays to 0."""
+        if self.cfg.diffaugment:
+            x = diff_augment(x, self.cfg.diffaugment)
         sigma = self.cfg.instance_noise
         if sigma > 0:
             total = self.cfg.epochs * self.steps_per_epoch
@@ -295,11 +302,12 @@ class Trainer:
         G's gradient flows through D as it was before D's update."""
         G, D = self.G, self.D
         y_fake = self.random_labels(self.cfg.batch_size)
-        fake = self.gen(G, self.noise(self.cfg.batch_size), y_fake)
-        d_real = self.disc(self.d_input(real), labels)
-        d_fake = self.disc(self.d_input(fake), y_fake)
-        loss_d = self.d_loss_fn(d_real, d_fake, 1.0 - self.cfg.label_smoothing)
-        loss_g = self.g_loss_fn(d_fake)
+        with self.autocast():
+            fake = self.gen(G, self.noise(self.cfg.batch_size), y_fake)
+            d_real = self.disc(self.d_input(real), labels)
+            d_fake = self.disc(self.d_input(fake), y_fake)
+            loss_d = self.d_loss_fn(d_real, d_fake, 1.0 - self.cfg.label_smoothing)
+            loss_g = self.g_loss_fn(d_fake)
         grads_d = torch.autograd.grad(loss_d, list(D.parameters()), retain_graph=True)
         grads_g = torch.autograd.grad(loss_g, list(G.parameters()))
         for p, g in zip(D.parameters(), grads_d, strict=True):
@@ -311,38 +319,59 @@ class Trainer:
         return loss_d, loss_g, d_real, d_fake
 
     def d_step(self, real: torch.Tensor, labels=None):
-        """One D update on `real` and as many fresh fakes (Reference B: half a batch each)."""
+        """One D update on `real` and as many fresh fakes (Reference B: half a batch each),
+        its gradient accumulated over --grad-accum micro-batches."""
+        k = self.cfg.grad_accum
+        xs = real.chunk(k)
+        ys = labels.chunk(k) if labels is not None else [None] * len(xs)
+        self.opt_d.zero_grad(set_to_none=True)
+        for x, y in zip(xs, ys, strict=True):
+            loss_d, d_real, d_fake = self.d_backward(x, y, len(xs))
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+        return loss_d, d_real, d_fake
+
+    def d_backward(self, real: torch.Tensor, labels, parts: int):
         cfg = self.cfg
         y_fake = self.random_labels(len(real))
-        with torch.no_grad():
-            fake = self.gen(self.G, self.noise(len(real)), y_fake)
-        real_in, fake_in = self.d_input(real), self.d_input(fake)
-        if cfg.r1 > 0:
-            real_in.requires_grad_(True)
-        d_real, d_fake = self.disc(real_in, labels), self.disc(fake_in, y_fake)
-        loss_d = self.d_loss_fn(d_real, d_fake, 1.0 - cfg.label_smoothing)
-        penalty = 0.0
-        if cfg.loss == "wgan-gp":
-            critic = self.D if labels is None else (lambda x: self.D(x, labels))
-            penalty = cfg.gp_weight * gradient_penalty(critic, real_in.detach(), fake_in)
-        if cfg.r1 > 0:
-            penalty = penalty + cfg.r1 / 2 * r1_penalty(d_real, real_in)
-        self.opt_d.zero_grad(set_to_none=True)
-        (loss_d + penalty).backward()
-        self.opt_d.step()
+        with self.autocast():
+            with torch.no_grad():
+                fake = self.gen(self.G, self.noise(len(real)), y_fake)
+            real_in, fake_in = self.d_input(real), self.d_input(fake)
+            if cfg.r1 > 0:
+                real_in.requires_grad_(True)
+            d_real, d_fake = self.disc(real_in, labels), self.disc(fake_in, y_fake)
+            loss_d = self.d_loss_fn(d_real, d_fake, 1.0 - cfg.label_smoothing)
+            penalty = 0.0
+            if cfg.loss == "wgan-gp":
+                critic = self.D if labels is None else (lambda x: self.D(x, labels))
+                penalty = cfg.gp_weight * gradient_penalty(critic, real_in.detach(), fake_in)
+            if cfg.r1 > 0:
+                penalty = penalty + cfg.r1 / 2 * r1_penalty(d_real, real_in)
+        self.scaler_d.scale((loss_d + penalty) / parts).backward()
         return loss_d, d_real, d_fake
 
     def g_step(self):
-        """One G update through the frozen D, on a full batch of fresh noise."""
-        y = self.random_labels(self.cfg.batch_size)
-        fake = self.gen(self.G, self.noise(self.cfg.batch_size), y)
+        """One G update through the frozen D, on a full batch of fresh noise (per micro-batch
+        of --grad-accum)."""
+        k = self.cfg.grad_accum
         self.D.requires_grad_(False)  # no weight grads for D in the G step
-        loss_g = self.g_loss_fn(self.disc(self.d_input(fake), y))
-        self.D.requires_grad_(True)
         self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
+        for _ in range(k):
+            y = self.random_labels(self.cfg.batch_size)
+            with self.autocast():
+                fake = self.gen(self.G, self.noise(self.cfg.batch_size), y)
+                loss_g = self.g_loss_fn(self.disc(self.d_input(fake), y))
+            self.scaler_g.scale(loss_g / k).backward()
+        self.D.requires_grad_(True)
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
         return loss_g
+
+    def autocast(self):
+        """Mixed precision for forward passes (--precision); a no-op in fp32."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     # ------------------------------------------------------------------ outputs
 
