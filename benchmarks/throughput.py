@@ -65,19 +65,19 @@ def measure(preset: str, device: str, steps: int, repeats: int, data, extra: dic
     t = Trainer(cfg, Path("unused"), data, log=lambda *a: None)
     t._setup(None)
     batches = t.batches()
-    idx = next(batches)
-    real = t.real[idx.to(t.device)]
+    idx = next(batches).to(t.device)
+    real, labels = t.real[idx], t.labels[idx]
     with FlopCounterMode(display=False) as fc:
-        t.train_step(real)
+        t.train_step(real, labels)
     flops = fc.get_total_flops()
     for _ in range(5):  # warm-up (allocator, oneDNN primitive cache, compile)
-        t.train_step(real)
+        t.train_step(real, labels)
     sync(t.device)
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(steps):
-            t.train_step(real)
+            t.train_step(real, labels)
         sync(t.device)
         rates.append(len(real) * steps / (time.perf_counter() - start))
     ips = statistics.median(rates)

@@ -1,5 +1,7 @@
 """Conditional generation: G(z, y) and a projection D(x, y) for any architecture."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ from conftest import run_cli
 
 from mnistgan import checkpoint as ckpt
 from mnistgan.config import resolve
+from mnistgan.data import cache_path
 from mnistgan.errors import UsageError
 from mnistgan.models import build_discriminator, build_generator
 from mnistgan.sample import load_generator
@@ -59,7 +62,7 @@ def test_real_labels_reach_the_discriminator(tiny_data):
 
 
 def test_unconditional_generator_refuses_a_digit(tmp_path, tiny_data):
-    cfg = resolve("fast", overrides=TINY)[0].replace(epochs=1)
+    cfg = resolve("fast", overrides={**TINY, "conditional": False})[0].replace(epochs=1)
     train(cfg, tmp_path / "r", data=tiny_data, log=lambda *a: None)
     r = run_cli("generate", "--run", tmp_path / "r", "--digit", "7", "--out", tmp_path / "x.png")
     assert r.returncode == 2 and "not conditional" in r.stderr and "Traceback" not in r.stderr
@@ -74,6 +77,10 @@ def test_generate_digit_all_grid(tmp_path, tiny_data):
     assert np.load(out).shape == (30, 28, 28)  # 10 rows of ceil(25 / 10) = 3
     r = run_cli("generate", "--run", tmp_path / "r", "--digit", "x", "--out", out)
     assert r.returncode == 2 and "--digit must be 0-9 or all" in r.stderr
+    if cache_path().exists():  # evaluate reports whether requested digits come out
+        r = run_cli("evaluate", "--run", tmp_path / "r", "--n", "100", "--json")
+        s = json.loads(r.stdout)
+        assert 0 <= s["label_accuracy"] <= 1 and len(s["label_accuracy_per_digit"]) == 10
 
 
 def test_interpolation_and_truncation(tmp_path, tiny_data):
@@ -88,10 +95,10 @@ def test_interpolation_and_truncation(tmp_path, tiny_data):
     # spherical: the norm stays between the ends' norms' range, unlike a straight line's dip
     assert path.norm(dim=1).min() >= min(a.norm(), b.norm()) * 0.99
 
-    for preset in ("fast", "cgan"):
+    for preset, conditional in (("fast", False), ("cgan", True)):
         run = tmp_path / preset
-        train(resolve(preset, overrides=TINY)[0].replace(epochs=1), run, data=tiny_data,
-              log=lambda *a: None)  # fmt: skip
+        cfg = resolve(preset, overrides={**TINY, "conditional": conditional})[0]
+        train(cfg.replace(epochs=1), run, data=tiny_data, log=lambda *a: None)
         g = load_generator(run)
         strip = g.interpolate(3, 8, steps=6)
         assert strip.shape == (6, 28, 28)

@@ -77,7 +77,7 @@ def test_each_option_trains(tiny_data, opts):
     t = trainer(tiny_data, **opts)
     before = [p.clone() for p in t.G.parameters()]
     for idx in list(t.batches())[:3]:
-        stats = t.train_step(t.real[idx])
+        stats = t.train_step(t.real[idx], t.labels[idx])
     assert torch.isfinite(stats).all()
     assert any(not torch.equal(a, b) for a, b in zip(before, t.G.parameters(), strict=True))
 
@@ -85,7 +85,7 @@ def test_each_option_trains(tiny_data, opts):
 def test_spectral_norm_bounds_the_top_singular_value(tiny_data):
     t = trainer(tiny_data, spectral_norm=True)
     for idx in list(t.batches())[:5]:
-        t.train_step(t.real[idx])
+        t.train_step(t.real[idx], t.labels[idx])
     t.D.eval()  # power iteration frozen; weights as used
     for m in t.D.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -100,7 +100,7 @@ def test_d_and_g_steps_count_updates(tiny_data):
     t.opt_g.register_step_post_hook(lambda *a: calls.__setitem__("g", calls["g"] + 1))
     idx = next(t.batches())
     assert len(idx) == 3 * 32  # a step holds the real batches of all its D updates
-    t.train_step(t.real[idx])
+    t.train_step(t.real[idx], t.labels[idx])
     assert calls == {"d": 3, "g": 2}
     assert t.steps_per_epoch == math.ceil(600 / 96)
 
@@ -147,7 +147,7 @@ def test_bf16_autocast_runs_layers_in_bf16(tiny_data):
         if isinstance(m, nn.Conv2d):
             m.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
     idx = next(t.batches())
-    stats = t.train_step(t.real[idx])
+    stats = t.train_step(t.real[idx], t.labels[idx])
     assert torch.isfinite(stats).all() and dtypes and set(dtypes) == {torch.bfloat16}
     assert next(t.D.parameters()).dtype == torch.float32  # weights stay fp32
 
@@ -167,6 +167,6 @@ def test_grad_accum_makes_one_update_from_micro_batches(tiny_data):
     t.D.register_forward_pre_hook(lambda m, a: sizes.append(len(a[0])))
     idx = next(t.batches())
     assert len(idx) == 32  # one step consumes grad_accum x batch_size real digits
-    t.train_step(t.real[idx])
+    t.train_step(t.real[idx], t.labels[idx])
     assert steps == {"d": 1, "g": 1}
     assert sizes == [16] * 6  # D: (real, fake) x 2 micro-batches; G: 2 micro-batches

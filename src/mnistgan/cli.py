@@ -196,9 +196,12 @@ def cmd_evaluate(args) -> int:
             raise UsageError(f"{args.run}: no such run directory")
         g = load_generator(args.run or args.checkpoint, device=args.device)
         images, what = g.sample(args.n, seed=args.seed).numpy(), args.run or args.checkpoint
-    elif args.samples:
-        images, what = read_samples(Path(args.samples)), args.samples
+        requested = g.labels(args.n)  # conditional: digits 0-9 in turn; else None
     else:
+        requested = None
+    if args.samples:
+        images, what = read_samples(Path(args.samples)), args.samples
+    elif args.real:
         from .data import load_mnist
 
         d = load_mnist()
@@ -216,12 +219,20 @@ def cmd_evaluate(args) -> int:
         images = np.clip(np.rint(blurred), 0, 255).astype(np.uint8)
         what += f", blurred sigma={args.blur:g}"
     scores = evaluate_images(images, seed=args.seed)
+    if requested is not None:  # does a requested 7 come out as a 7?
+        from .metrics.classifier import features_and_probs
+
+        hit = features_and_probs(images)[1].argmax(1) == requested.numpy()
+        scores["label_accuracy"] = float(hit.mean())
+        scores["label_accuracy_per_digit"] = [
+            float(hit[requested.numpy() == d].mean()) for d in range(10)
+        ]
     if args.json:
         print(json.dumps(scores))
         return 0
     print(f"{what}: {scores['n']} digits vs the 10k MNIST test set (classifier features)")
     for k, v in scores.items():
-        if k == "class_hist":
+        if k in ("class_hist", "label_accuracy_per_digit"):
             v = " ".join(f"{x:.3f}" for x in v)
         elif isinstance(v, float):
             v = f"{v:.4g}"

@@ -272,6 +272,8 @@ class Trainer:
         """One step: D update(s), then G update(s); returns the step's stats as one tensor.
 
         `labels` (the real digits' classes) are used only by a conditional GAN."""
+        if self.cfg.conditional and labels is None:
+            raise ValueError("a conditional GAN's train_step needs the real digits' labels")
         labels = labels if self.cfg.conditional else None
         if self.cfg.schedule == "joint":
             loss_d, loss_g, d_real, d_fake = self.joint_step(real, labels)
