@@ -143,29 +143,12 @@ PRESETS: dict[str, Config] = {
         eval_every=1,
         max_minutes=5.0,
     ),
-    "cgan": Config(
-        description="fast with a 10-minute budget: a chosen digit on demand, all 10 well drawn",
-        arch="fast",
-        conditional=True,
-        latent_dim=64,
-        width=32,
-        epochs=10,
-        batch_size=64,
-        schedule="alternating",
-        real_sampling="epoch",
-        loss="ns",
-        lr_g=2e-4,
-        lr_d=2e-4,
-        beta1=0.5,
-        beta2=0.999,
-        ema=0.999,
-        sample_every=1,
-        grid_size=8,
-        checkpoint_every=1,
-        eval_every=1,
-        max_minutes=10.0,
-    ),
 }
+# The same conditional network with the 10-minute budget that issue 5's cgan target names.
+PRESETS["cgan"] = PRESETS["fast"].replace(
+    description="fast with a 10-minute budget: a chosen digit on demand, all 10 well drawn",
+    max_minutes=10.0,
+)
 DEFAULT_PRESET = "fast"
 
 CHOICES = {
