@@ -121,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------- commands
 
 
+def generator_of(args):
+    """The generator named by --run DIR or --checkpoint PATH (generate, evaluate, interpolate)."""
+    from .sample import load_generator
+
+    if args.run and not Path(args.run).is_dir():
+        raise UsageError(f"{args.run}: no such run directory")
+    return load_generator(args.run or args.checkpoint, device=getattr(args, "device", "cpu"))
+
+
 def cmd_train(args) -> int:
     from .train import train
 
@@ -151,19 +160,13 @@ def cmd_train(args) -> int:
 def cmd_generate(args) -> int:
     import torch
 
-    from .sample import load_generator, write_samples
+    from .sample import write_samples
 
     if args.n <= 0:
         raise UsageError(f"--n must be positive, got {args.n}")
     if args.nrow is not None and args.nrow <= 0:
         raise UsageError(f"--nrow must be positive, got {args.nrow}")
-    if args.run:
-        if not Path(args.run).is_dir():
-            raise UsageError(f"{args.run}: no such run directory")
-        source = args.run
-    else:
-        source = args.checkpoint
-    g = load_generator(source, device=args.device)
+    g = generator_of(args)
     nrow = args.nrow
     if args.digit == "all":  # a 10-row grid: row d holds digit d
         per_row = -(-args.n // 10)
@@ -184,17 +187,15 @@ def cmd_generate(args) -> int:
 def cmd_evaluate(args) -> int:
     import numpy as np
 
-    from .metrics import evaluate_images
-    from .sample import load_generator, read_samples
+    from .metrics import evaluate_images, label_accuracy
+    from .sample import read_samples
 
     if args.n < 10:
         raise UsageError(f"--n must be at least 10, got {args.n}")
     if args.blur is not None and not args.blur > 0:
         raise UsageError(f"--blur must be positive, got {args.blur}")
     if args.run or args.checkpoint:
-        if args.run and not Path(args.run).is_dir():
-            raise UsageError(f"{args.run}: no such run directory")
-        g = load_generator(args.run or args.checkpoint, device=args.device)
+        g = generator_of(args)
         images, what = g.sample(args.n, seed=args.seed).numpy(), args.run or args.checkpoint
         requested = g.labels(args.n)  # conditional: digits 0-9 in turn; else None
     else:
@@ -220,13 +221,7 @@ def cmd_evaluate(args) -> int:
         what += f", blurred sigma={args.blur:g}"
     scores = evaluate_images(images, seed=args.seed)
     if requested is not None:  # does a requested 7 come out as a 7?
-        from .metrics.classifier import features_and_probs
-
-        hit = features_and_probs(images)[1].argmax(1) == requested.numpy()
-        scores["label_accuracy"] = float(hit.mean())
-        scores["label_accuracy_per_digit"] = [
-            float(hit[requested.numpy() == d].mean()) for d in range(10)
-        ]
+        scores.update(label_accuracy(images, requested))
     if args.json:
         print(json.dumps(scores))
         return 0
@@ -241,14 +236,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
-    from .sample import grid_image, load_generator
+    from .sample import grid_image
 
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".gif"):
         raise UsageError(f"--out {out}: use a .png strip or a .gif animation")
-    if args.run and not Path(args.run).is_dir():
-        raise UsageError(f"{args.run}: no such run directory")
-    g = load_generator(args.run or args.checkpoint)
+    g = generator_of(args)
     images = g.interpolate(args.start, args.end, args.steps, seed=args.seed).numpy()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

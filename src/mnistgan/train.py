@@ -564,7 +564,8 @@ class Trainer:
 
     def evaluate(self, n: int | None = None) -> dict:
         """Score the sampling generator on fixed noise; keep `best/` at the lowest FID."""
-        from .metrics import evaluate_images  # loads the classifier only when evaluation is on
+        # imported here: the classifier loads only when evaluation is on
+        from .metrics import evaluate_images, label_accuracy
 
         G = self.sampling_generator()
         z = torch.randn(n or self.cfg.eval_n, self.cfg.latent_dim,
@@ -581,10 +582,7 @@ class Trainer:
         G.train()
         scores = evaluate_images(imgs, seed=0)
         if self.cfg.conditional:  # does a requested 7 come out as a 7?
-            from .metrics.classifier import features_and_probs
-
-            _, probs = features_and_probs(imgs)
-            scores["label_accuracy"] = float((probs.argmax(1) == y.numpy()).mean())
+            scores.update(label_accuracy(imgs, y))
         self.last_eval = (self.step, scores)
         self.log(
             f"  eval at step {self.step} (n={scores['n']}): FID {scores['fid']:.2f}  "

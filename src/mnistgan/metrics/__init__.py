@@ -5,6 +5,7 @@ from mnistgan.metrics.evaluate import (
     blurred_test_images,
     evaluate_images,
     evaluate_real,
+    label_accuracy,
     reference_stats,
 )
 from mnistgan.metrics.fid import fid, frechet_distance, gaussian_stats
@@ -23,6 +24,7 @@ __all__ = [
     "gaussian_stats",
     "inception_score",
     "kid",
+    "label_accuracy",
     "load_classifier",
     "prdc",
     "reference_stats",

@@ -88,6 +88,16 @@ def evaluate_images(images, reference="test", n=None, seed=0):
     }
 
 
+def label_accuracy(images, requested) -> dict:
+    """How often the classifier reads a conditional generator's digit as the one asked for."""
+    requested = np.asarray(requested)
+    hit = features_and_probs(images)[1].argmax(1) == requested
+    return {
+        "label_accuracy": float(hit.mean()),
+        "label_accuracy_per_digit": [float(hit[requested == d].mean()) for d in range(10)],
+    }
+
+
 def evaluate_real(n=10000, seed=0):
     """Score n random real TRAIN images against the test reference: the best a generator can do."""
     return evaluate_images(load_mnist().train_images, reference="test", n=n, seed=seed)
