@@ -8,6 +8,8 @@ defaults (momentum 0.99, eps 1e-3) are spelled the PyTorch way (momentum 0.01, e
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -214,3 +216,103 @@ def add_spectral_norm(model: nn.Module) -> nn.Module:
 def output_range(arch: str) -> str:
     """The pixel range of an arch's generator: tanh -> [-1, 1], sigmoid -> [0, 1]."""
     return "sigmoid" if arch == "keras-dcgan" else "tanh"
+
+
+# ------------------------------------------ sub-pixel form of stride-2 transposed convs
+
+
+@functools.lru_cache(maxsize=64)
+def _subpixel_axis_plan(k: int, p: int, op: int, n_in: int) -> tuple:
+    """One spatial axis of a stride-2 transposed conv as an ordinary conv plus pixel shuffle.
+
+    Output index o is shifted by c in {0, 1}: o + c = 2m + r, phase r in {0, 1}. Then
+    out[o] = sum_k x[m + d] w[k] with d = (r - c + p - k) / 2 for the k of matching parity, so
+    phase r uses kernel taps d in [dmin, dmax]. The shift c with the shorter window wins (kernel
+    4, padding 1: c = 1 gives 2 taps instead of 3). Returns (c, taps, pad_lo, pad_hi, n_out,
+    index), index[r][t] being the transposed kernel position of tap t in phase r (k = zero).
+    """
+    n_out = (n_in - 1) * 2 - 2 * p + k + op
+    best = None
+    for c in (0, 1):
+        taps = {(r, (r - c + p - j) // 2): j for j in range(k) for r in (0, 1)
+                if (r - c + p - j) % 2 == 0}  # fmt: skip
+        ds = [d for _, d in taps]
+        dmin, dmax = min(ds), max(ds)
+        if best is None or dmax - dmin < best[2] - best[1]:
+            best = (c, dmin, dmax, taps)
+    c, dmin, dmax, taps = best
+    m = (c + n_out - 1) // 2 + 1  # conv outputs per phase
+    index = tuple(tuple(taps.get((r, d), k) for d in range(dmin, dmax + 1)) for r in (0, 1))
+    return c, dmax - dmin + 1, -dmin, m - 1 + dmax - (n_in - 1), n_out, index
+
+
+@functools.lru_cache(maxsize=64)
+def _subpixel_gather_index(ky: int, kx: int, iy: tuple, ix: tuple, device) -> torch.Tensor:
+    """Flat positions in the zero-padded (ky+1) x (kx+1) kernel, ordered (ry, ty, rx, tx)."""
+    flat = [a * (kx + 1) + b for ry in (0, 1) for a in iy[ry] for rx in (0, 1) for b in ix[rx]]
+    return torch.tensor(flat, dtype=torch.long, device=device)
+
+
+class SubpixelConvTranspose2d(nn.ConvTranspose2d):
+    """nn.ConvTranspose2d with the same parameters (names, shapes, layout: state dicts and
+    checkpoints are interchangeable), whose forward computes a stride-2 transposed convolution
+    exactly as one ordinary conv2d with 4 * out_channels outputs, one group per output phase,
+    followed by F.pixel_shuffle(., 2) and, where the phases are offset, a crop. The per-phase
+    kernels are gathered from the transposed weight on every forward, so autograd reaches the
+    real weight. Other configurations (stride != 2, groups, dilation, output_size=...) run the
+    parent's forward.
+    """
+
+    def subpixel_eligible(self) -> bool:
+        return (
+            tuple(self.stride) == (2, 2)
+            and tuple(self.dilation) == (1, 1)
+            and self.groups == 1
+            and self.padding_mode == "zeros"
+            and isinstance(self.padding, tuple)
+        )
+
+    def forward(self, input, output_size=None):
+        if output_size is not None or input.dim() != 4 or not self.subpixel_eligible():
+            return super().forward(input, output_size)
+        (ky, kx), (py, px), (oy, ox) = self.kernel_size, self.padding, self.output_padding
+        cy, ty, lo_y, hi_y, ny, iy = _subpixel_axis_plan(ky, py, oy, input.shape[2])
+        cx, tx, lo_x, hi_x, nx, ix = _subpixel_axis_plan(kx, px, ox, input.shape[3])
+        cin, cout = self.in_channels, self.out_channels
+        index = _subpixel_gather_index(ky, kx, iy, ix, self.weight.device)
+        w = F.pad(self.weight, (0, 1, 0, 1)).flatten(2).index_select(2, index)
+        w = w.view(cin, cout, 2, ty, 2, tx).permute(1, 2, 4, 0, 3, 5).reshape(4 * cout, cin, ty, tx)
+        if self.weight.is_contiguous(memory_format=torch.channels_last) and not (
+            self.weight.is_contiguous()
+        ):  # a channels_last model (train.py): keep oneDNN on NHWC kernels like the parent
+            w = w.contiguous(memory_format=torch.channels_last)
+        b = None if self.bias is None else self.bias.repeat_interleave(4)
+        if lo_y == hi_y >= 0 and lo_x == hi_x >= 0:
+            y = F.conv2d(input, w, b, padding=(lo_y, lo_x))
+        else:
+            y = F.conv2d(F.pad(input, (lo_x, hi_x, lo_y, hi_y)), w, b)
+        y = F.pixel_shuffle(y, 2)
+        if (cy, cx) == (0, 0) and y.shape[2:] == (ny, nx):
+            return y
+        channels_last = y.is_contiguous(memory_format=torch.channels_last)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        return y[:, :, cy : cy + ny, cx : cx + nx].contiguous(memory_format=fmt)
+
+
+def use_subpixel(model: nn.Module, max_out_channels: int | None = None) -> int:
+    """Turn every plain nn.ConvTranspose2d with stride 2 (no groups or dilation) into a
+    SubpixelConvTranspose2d in place; returns how many. Parameters are untouched. Modules
+    already parametrized (e.g. spectral norm) are skipped: convert before parametrizing.
+    max_out_channels limits it to narrow layers (e.g. 1: the to-image layer), the ones where
+    the sub-pixel form measured faster on CPU (benchmarks/subpixel.py)."""
+    n = 0
+    for m in model.modules():
+        if type(m) is nn.ConvTranspose2d and (
+            max_out_channels is None or m.out_channels <= max_out_channels
+        ):
+            m.__class__ = SubpixelConvTranspose2d
+            if m.subpixel_eligible():
+                n += 1
+            else:
+                m.__class__ = nn.ConvTranspose2d
+    return n
