@@ -60,3 +60,20 @@ def run_cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProce
         text=True,
         timeout=timeout,
     )
+
+
+# What the reliability tests tried and what got through; printed at the end of the run and
+# quoted in the README's reliability section.
+RELIABILITY: dict[str, list[int]] = {}  # name -> [passed, tried]
+
+
+def record(name: str, passed: int, tried: int) -> None:
+    p, t = RELIABILITY.get(name, [0, 0])
+    RELIABILITY[name] = [p + passed, t + tried]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if RELIABILITY:
+        terminalreporter.section("reliability")
+        for name, (passed, tried) in sorted(RELIABILITY.items()):
+            terminalreporter.write_line(f"{name}: {passed}/{tried}")

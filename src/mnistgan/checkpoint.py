@@ -42,9 +42,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # say which file could not be written
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -107,6 +109,17 @@ def load_checkpoint(path: Path) -> dict:
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(sorted(missing))}")
     return state
+
+
+def remove_stale_temps(run_dir: Path) -> int:
+    """Delete the temp files of writes that a kill interrupted (see atomic_write_bytes)."""
+    n = 0
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        if folder.is_dir():
+            for p in folder.glob(".*.tmp"):
+                p.unlink(missing_ok=True)
+                n += 1
+    return n
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

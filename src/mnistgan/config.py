@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -68,6 +69,11 @@ class Config:
     eval_every: int = 0  # score FID/KID/coverage every N epochs, keep best/ (0: never)
     eval_n: int = 5000  # samples per in-training evaluation
     max_minutes: float | None = None  # stop cleanly after this much training wall time
+    # --- divergence guard (checked every step)
+    # NaN/Inf in a loss or a weight, or D collapsed for collapse_steps steps in a row:
+    # stop (naming the last good checkpoint) or roll back to it with halved learning rates.
+    on_divergence: str = "stop"  # stop | rollback
+    collapse_steps: int = 2000  # D(x) > 0.99 and D(G(z)) < 0.01 this long = collapsed (0: off)
     # --- machine
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -158,13 +164,16 @@ CHOICES = {
     "real_sampling": ("epoch", "random"),
     "loss": ("ns", "bce", "hinge", "wgan-gp"),
     "precision": ("fp32", "bf16", "fp16"),
+    "on_divergence": ("stop", "rollback"),
 }
 POSITIVE = (
     "latent_dim", "width", "epochs", "batch_size", "grid_size", "keep_checkpoints", "d_steps",
     "g_steps", "grad_accum",
 )  # fmt: skip
 EVAL_N_MIN = 100
-NON_NEGATIVE = ("sample_every", "checkpoint_every", "export_every", "eval_every", "seed")
+NON_NEGATIVE = (
+    "sample_every", "checkpoint_every", "export_every", "eval_every", "seed", "collapse_steps",
+)  # fmt: skip
 
 
 def field_types() -> dict[str, type]:
@@ -213,9 +222,12 @@ def coerce(name: str, value, from_text: bool = False):
         if isinstance(value, bool) or not (isinstance(value, (int, float)) or from_text):
             raise UsageError(f"{name} must be a number, got {value!r}")
         try:
-            return float(value)
-        except ValueError:
+            value = float(value)
+        except (ValueError, OverflowError):
             raise UsageError(f"{name} must be a number, got {value!r}") from None
+        if not math.isfinite(value):
+            raise UsageError(f"{name} must be a finite number, got {value!r}")
+        return value
     if not isinstance(value, str):
         raise UsageError(f"{name} must be a string, got {value!r}")
     return value
@@ -326,6 +338,8 @@ def to_dict(cfg: Config) -> dict:
 
 def from_dict(d: dict) -> Config:
     """Rebuild a Config saved by to_dict (unknown fields are refused, not ignored)."""
+    if not isinstance(d, dict):
+        raise UsageError(f"a saved config must be a mapping, got {type(d).__name__}")
     return validate(Config(**{k: coerce(k, v) for k, v in d.items()}))
 
 

@@ -18,4 +18,9 @@ class CheckpointError(MnistganError):
 
 
 class DivergenceError(MnistganError):
-    """NaN or Inf in a loss: the run stops, its last good checkpoint untouched."""
+    """NaN or Inf in a loss or weight, or a collapsed D: the run stops (or rolls back)."""
+
+
+class StorageError(MnistganError):
+    """A run's files could not be written (disk full, read-only folder): the run stops, its
+    last complete checkpoint intact."""

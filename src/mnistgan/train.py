@@ -31,7 +31,7 @@ from . import checkpoint as ckpt
 from .augment import diff_augment
 from .config import Config, from_dict, to_dict
 from .data import Mnist, load_mnist, to_float, to_uint8
-from .errors import DivergenceError, UsageError
+from .errors import CheckpointError, DivergenceError, StorageError, UsageError
 from .losses import LOSSES, gradient_penalty, r1_penalty
 from .models import (
     add_spectral_norm,
@@ -53,8 +53,15 @@ EVAL_SEED = 1234  # the noise of in-training evaluation: the same digits at ever
 RESUMABLE_OVERRIDES = {
     "epochs", "max_minutes", "device", "threads", "channels_last", "sample_every",
     "checkpoint_every", "keep_checkpoints", "export_every", "data_source", "data_path",
-    "eval_every", "eval_n",
+    "eval_every", "eval_n", "on_divergence", "collapse_steps",
 }  # fmt: skip
+MAX_ROLLBACKS = 3  # --on-divergence rollback: then give up and stop
+ROLLBACK_LR_FACTOR = 0.5  # each rollback halves both learning rates
+COLLAPSE_EPS = 0.01  # D collapsed: mean D(x) > 1 - eps and mean D(G(z)) < eps
+
+
+class Diverged(Exception):
+    """Raised inside the loop when a step fails the divergence guard; _run decides what next."""
 
 
 @dataclass
@@ -117,6 +124,14 @@ def stop_on_signals(trainer):
 
 def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _step_of(row: list[str]) -> float:
+    """The step column of a metrics.csv row (inf for a row that is not ours)."""
+    try:
+        return int(row[1])
+    except ValueError:
+        return math.inf
 
 
 class Trainer:
@@ -183,25 +198,41 @@ class Trainer:
         self.last_ckpt_step = -1
         self.best_fid = float("inf")
         self.epoch_rng_state = self.data_rng.get_state()
+        self.collapsed_for = 0  # steps in a row that D has looked collapsed
         if resume_state is not None:
             self._restore(resume_state)
 
     def _restore(self, s: dict):
-        self.G.load_state_dict(s["G"])
-        if self.G_ema is not None:
-            self.G_ema.load_state_dict(s["G_ema"])
-        self.D.load_state_dict(s["D"])
-        self.opt_g.load_state_dict(s["opt_g"])
-        self.opt_d.load_state_dict(s["opt_d"])
-        self.epoch, self.step = s["epoch"], s["step"]
-        self.step_in_epoch, self.elapsed0 = s["step_in_epoch"], s["elapsed"]
+        """Load a checkpoint's state; one that does not fit this run is a CheckpointError."""
+        try:
+            self.G.load_state_dict(s["G"])
+            if self.G_ema is not None:
+                self.G_ema.load_state_dict(s["G_ema"])
+            self.D.load_state_dict(s["D"])
+            self.opt_g.load_state_dict(s["opt_g"])
+            self.opt_d.load_state_dict(s["opt_d"])
+            epoch, step, step_in_epoch = int(s["epoch"]), int(s["step"]), int(s["step_in_epoch"])
+            if not (0 <= epoch <= step and 0 <= step_in_epoch < self.steps_per_epoch):
+                raise ValueError(f"impossible position epoch {epoch}, step {step}")
+            self.epoch, self.step, self.step_in_epoch = epoch, step, step_in_epoch
+            self.elapsed0 = float(s["elapsed"])
+            self.best_fid = float(s.get("best_fid", float("inf")))
+            fixed_noise = s["fixed_noise"]
+            if not (torch.is_tensor(fixed_noise) and fixed_noise.shape == self.fixed_noise.shape):
+                raise ValueError("fixed_noise has the wrong shape")
+            self.fixed_noise = fixed_noise
+            self.data_rng.set_state(s["rng_data_epoch"])  # checks it is a valid RNG state
+            self.epoch_rng_state = s["rng_data_epoch"]
+            torch.set_rng_state(s["rng_torch"])
+            if self.device.type == "cuda" and "rng_cuda" in s:
+                torch.cuda.set_rng_state(s["rng_cuda"], self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise CheckpointError(
+                f"{getattr(self, 'restored_from', 'checkpoint')}: does not fit this run ({first})"
+            ) from None
         self.last_ckpt_step = self.step
-        self.best_fid = s.get("best_fid", float("inf"))
-        self.fixed_noise = s["fixed_noise"]
-        self.epoch_rng_state = s["rng_data_epoch"]
-        torch.set_rng_state(s["rng_torch"])
-        if self.device.type == "cuda" and "rng_cuda" in s:
-            torch.cuda.set_rng_state(s["rng_cuda"], self.device)
+        self.collapsed_for = 0
 
     def _state(self) -> dict:
         s = {
@@ -269,7 +300,8 @@ class Trainer:
         return x
 
     def train_step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """One step: D update(s), then G update(s); returns the step's stats as one tensor.
+        """One step: D update(s), then G update(s); returns the step's stats as one tensor
+        (d_loss, g_loss, D(x), D(G(z)), acc_real, acc_fake, the norm of all weights).
 
         `labels` (the real digits' classes) are used only by a conditional GAN."""
         if self.cfg.conditional and labels is None:
@@ -288,6 +320,8 @@ class Trainer:
             self.G_ema.update_parameters(self.G)
         with torch.no_grad():
             p_real, p_fake = torch.sigmoid(d_real.float()), torch.sigmoid(d_fake.float())
+            # one norm over all weights: a NaN/Inf anywhere in G or D shows up in it
+            w_norm = torch.nn.utils.get_total_norm([*self.G.parameters(), *self.D.parameters()])
             return torch.stack(
                 [
                     loss_d.detach().float(),
@@ -296,6 +330,7 @@ class Trainer:
                     p_fake.mean(),
                     (p_real > 0.5).float().mean(),
                     (p_fake < 0.5).float().mean(),
+                    w_norm.float(),
                 ]
             )
 
@@ -392,6 +427,10 @@ class Trainer:
         return save_grid(imgs, path, nrow=self.cfg.grid_size, scale=2)
 
     def save_checkpoint(self) -> Path:
+        f = getattr(self, "metrics_file", None)
+        if f is not None and not f.closed:  # the rows a checkpoint covers are on disk first
+            f.flush()
+            os.fsync(f.fileno())
         self.last_ckpt_step = self.step
         return ckpt.save_checkpoint(self.run_dir, self._state(), self.cfg.keep_checkpoints)
 
@@ -429,60 +468,102 @@ class Trainer:
             self.run_dir / "run.json", (json.dumps(info, indent=2) + "\n").encode()
         )
 
-    def _metrics_writer(self, resumed_step: int | None):
-        """metrics.csv opened for appending; on resume, rows after the checkpoint are dropped."""
+    def open_metrics(self, resumed_step: int | None):
+        """metrics.csv opened for appending; on resume (or rollback), rows after the restored
+        step are dropped, and so is a row torn by a kill."""
+        if getattr(self, "metrics_file", None) is not None:
+            self.metrics_file.close()
         path = self.run_dir / "metrics.csv"
         if resumed_step is not None and path.exists():
             with open(path, newline="") as f:
                 rows = [r for r in csv.reader(f)][1:]
-            keep = [r for r in rows if len(r) == len(METRIC_COLUMNS) and int(r[1]) <= resumed_step]
+            n = len(METRIC_COLUMNS)
+            keep = [r for r in rows if len(r) == n and _step_of(r) <= resumed_step]
             tmp = "\n".join(",".join(r) for r in [METRIC_COLUMNS, *keep]) + "\n"
             ckpt.atomic_write_bytes(path, tmp.encode())
         new = not path.exists()
-        f = open(path, "a", newline="")
-        w = csv.writer(f)
+        self.metrics_file = open(path, "a", newline="")
+        self.metrics_writer = csv.writer(self.metrics_file)
         if new:
-            w.writerow(METRIC_COLUMNS)
-        return f, w
+            self.metrics_writer.writerow(METRIC_COLUMNS)
 
     # ------------------------------------------------------------------ loop
 
     def run(self, resume: bool = False, preset: str | None = None, overrides=()) -> RunResult:
-        if not resume:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        elif not self.run_dir.is_dir():
-            raise UsageError(f"{self.run_dir}: no such run directory to resume")
-        with run_lock(self.run_dir):
-            return self._run(resume, preset, overrides)
+        try:
+            if not resume:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            elif not self.run_dir.is_dir():
+                raise UsageError(f"{self.run_dir}: no such run directory to resume")
+            with run_lock(self.run_dir):
+                return self._run(resume, preset, overrides)
+        except OSError as e:  # disk full, read-only folder, ...: one message, nothing torn
+            last = ckpt.latest_checkpoint(self.run_dir) if self.run_dir.is_dir() else None
+            raise StorageError(
+                f"cannot write {e.filename or self.run_dir}: {e.strerror or e}; training stopped "
+                f"at step {getattr(self, 'step', 0)}, last complete checkpoint: {last or 'none'}"
+            ) from None
+
+    def _resume_state(self, overrides) -> dict | None:
+        """The latest checkpoint's state (None: killed before its first one, start over), with
+        self.cfg set to the run's saved config plus the overrides a resume may change."""
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        info = self.run_dir / "run.json"
+        if latest is not None:
+            self.restored_from = latest
+            state = ckpt.load_checkpoint(latest)
+            saved = state["config"]
+        elif info.is_file():  # killed before the first checkpoint: the same run, from step 0
+            self.restored_from, state = info, None
+            try:
+                saved = json.loads(info.read_text())["config"]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise CheckpointError(f"{info}: unreadable ({e})") from None
+        elif {p.name for p in self.run_dir.iterdir() if not p.name.endswith(".tmp")} <= {".lock"}:
+            # killed before it wrote anything: start over with the config given now
+            self.log(f"nothing saved yet in {self.run_dir}: starting it over from step 0")
+            return None
+        else:
+            raise UsageError(f"{self.run_dir}: no checkpoint to resume from")
+        try:
+            saved = from_dict(saved)
+        except UsageError as e:
+            raise CheckpointError(f"{self.restored_from}: invalid saved config ({e})") from None
+        changed = {k for k in overrides if getattr(saved, k) != getattr(self.cfg, k)}
+        if changed - RESUMABLE_OVERRIDES:
+            names = ", ".join(sorted(changed - RESUMABLE_OVERRIDES))
+            raise UsageError(f"cannot change {names} when resuming {self.run_dir}")
+        self.cfg = saved.replace(**{k: getattr(self.cfg, k) for k in changed})
+        if state is None:
+            self.log(f"no checkpoint yet in {self.run_dir}: starting it over from step 0")
+        else:
+            self.log(f"resuming {self.run_dir} from {latest.name}")
+        return state
 
     def _run(self, resume: bool, preset: str | None, overrides) -> RunResult:
-        state = None
-        if resume:
-            latest = ckpt.latest_checkpoint(self.run_dir)
-            if latest is None:
-                raise UsageError(f"{self.run_dir}: no checkpoint to resume from")
-            state = ckpt.load_checkpoint(latest)
-            saved = from_dict(state["config"])
-            changed = {k for k in overrides if getattr(saved, k) != getattr(self.cfg, k)}
-            if changed - RESUMABLE_OVERRIDES:
-                names = ", ".join(sorted(changed - RESUMABLE_OVERRIDES))
-                raise UsageError(f"cannot change {names} when resuming {self.run_dir}")
-            self.cfg = saved.replace(**{k: getattr(self.cfg, k) for k in changed})
-            self.log(f"resuming {self.run_dir} from {latest.name}")
+        state = self._resume_state(overrides) if resume else None
+        ckpt.remove_stale_temps(self.run_dir)  # a killed write's leftovers (we hold the lock)
         self._setup(state)
-        if not resume:
+        if not (self.run_dir / "run.json").exists():
             self.write_run_json(preset)
         self.log(
             f"training {self.cfg.arch} on {len(self.real)} images: {self.cfg.epochs} epochs x "
             f"{self.steps_per_epoch} steps, batch {self.cfg.batch_size}, device {self.device}"
         )
-        f, writer = self._metrics_writer(self.step if resume else None)
+        self.open_metrics(self.step if resume else None)
         self.t0 = time.monotonic()
         self.stop_reason = None
-        with f, stop_on_signals(self):
-            while self.epoch < self.cfg.epochs and self.stop_reason is None:
-                self.run_epoch(writer)
-                f.flush()
+        self.rollbacks = 0
+        try:
+            with stop_on_signals(self):
+                while self.epoch < self.cfg.epochs and self.stop_reason is None:
+                    try:
+                        self.run_epoch()
+                    except Diverged as d:
+                        self.roll_back(str(d))  # or raise DivergenceError
+                    self.metrics_file.flush()
+        finally:
+            self.metrics_file.close()
         if self.stop_reason:
             self.log(f"stopping: {self.stop_reason}")
         if self.last_ckpt_step != self.step:
@@ -493,9 +574,54 @@ class Trainer:
             raise KeyboardInterrupt
         return self.finish(self.epoch >= self.cfg.epochs)
 
-    def run_epoch(self, writer):
+    def divergence(self, stats: list[float]) -> str | None:
+        """Why this step counts as diverged, or None: the guard run after every step."""
+        d_loss, g_loss, d_x, d_g_z, w_norm = *stats[:4], stats[6]
+        if not (math.isfinite(d_loss) and math.isfinite(g_loss)):
+            return f"non-finite loss (d_loss {d_loss}, g_loss {g_loss})"
+        if not math.isfinite(w_norm):
+            return "non-finite weights"
+        # a WGAN critic's outputs are unbounded scores, not probabilities: no collapse rule
+        if self.cfg.collapse_steps and self.cfg.loss != "wgan-gp":
+            collapsed = d_x > 1 - COLLAPSE_EPS and d_g_z < COLLAPSE_EPS
+            self.collapsed_for = self.collapsed_for + 1 if collapsed else 0
+            if self.collapsed_for >= self.cfg.collapse_steps:
+                return (
+                    f"discriminator collapsed (D(x) > {1 - COLLAPSE_EPS:g} and D(G(z)) < "
+                    f"{COLLAPSE_EPS:g} for {self.collapsed_for} steps in a row)"
+                )
+        return None
+
+    def roll_back(self, reason: str):
+        """--on-divergence rollback: reload the last good checkpoint, halve the learning rates
+        and go on. Otherwise (or with nothing to roll back to) stop with a DivergenceError."""
+        last = ckpt.latest_checkpoint(self.run_dir)
+        if self.cfg.on_divergence != "rollback" or last is None or self.rollbacks >= MAX_ROLLBACKS:
+            if self.cfg.on_divergence != "rollback":
+                hint = (f"; continue from it with `mnistgan train --run-dir {self.run_dir} "
+                        "--resume --on-divergence rollback`")  # fmt: skip
+            elif last is None:
+                hint = " (nothing to roll back to)"
+            else:
+                hint = f" (gave up after {MAX_ROLLBACKS} rollbacks)"
+            raise DivergenceError(f"{reason}; last good checkpoint: {last or 'none'}{hint}")
+        elapsed = self.elapsed()
+        self.restored_from = last
+        self._restore(ckpt.load_checkpoint(last))
+        self.elapsed0 += elapsed - self.elapsed()  # training time keeps counting
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] *= ROLLBACK_LR_FACTOR
+        self.rollbacks += 1
+        self.open_metrics(self.step)  # drop the rows of the abandoned steps
+        self.log(
+            f"{reason}: rolled back to {last.name} (step {self.step}); learning rates now "
+            f"G {self.opt_g.param_groups[0]['lr']:.3g}, D {self.opt_d.param_groups[0]['lr']:.3g}"
+        )
+
+    def run_epoch(self):
         """Train until the epoch ends or a stop is requested; epoch-end outputs if it ended."""
-        cfg = self.cfg
+        cfg, writer = self.cfg, self.metrics_writer
         epoch_start, seen = time.monotonic(), 0
         batches = self.batches()
         for _ in range(self.step_in_epoch):
@@ -512,13 +638,11 @@ class Trainer:
         for idx in batches:
             idx = idx.to(self.device)
             stats = self.train_step(self.real[idx], self.labels[idx]).tolist()
-            if not (math.isfinite(stats[0]) and math.isfinite(stats[1])):
-                last = ckpt.latest_checkpoint(self.run_dir)
-                raise DivergenceError(
-                    f"training diverged at step {self.step + 1}: non-finite loss (d_loss "
-                    f"{stats[0]}, g_loss {stats[1]}); last good checkpoint: {last or 'none'} "
-                    f"(resume from it, e.g. with a lower --lr: edit nothing else)"
-                )
+            reason = self.divergence(stats)
+            if reason is not None:
+                bar.close()
+                writer.writerows(rows)  # the rows up to the last good step, for diagnosis
+                raise Diverged(f"training diverged at step {self.step + 1}: {reason}")
             self.step += 1
             self.step_in_epoch += 1
             seen += len(idx)
@@ -526,7 +650,7 @@ class Trainer:
             rate, t_row = len(idx) / max(now - t_row, 1e-9), now
             rows.append(
                 [self.epoch + 1, self.step]
-                + [f"{v:.5g}" for v in stats]
+                + [f"{v:.5g}" for v in stats[:6]]
                 + [f"{rate:.1f}", f"{self.elapsed():.2f}"]
                 + [""] * len(EVAL_COLUMNS)
             )
