@@ -8,7 +8,8 @@ conv of each preset's generator at the preset's batch size and input shape, then
 generator (train mode, as built for training): native, every stride-2 layer sub-pixel, and only
 the to-image layer (out_channels 1) sub-pixel. NCHW and channels_last (model and input
 converted, as train.py does). Variants alternate A B A B after one warm-up each; figures are
-medians. Writes benchmarks/results/subpixel-cpu.json, keeping rows of presets not re-run.
+medians. Writes benchmarks/results/subpixel-cpu.json, keeping rows of presets (and thread
+counts) not re-run.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def main():
                 row = {"preset": preset, "what": what, "layout": layout, "batch": bs,
                        **{f"{k}_ms": round(v, 2) for k, v in ms.items()},
                        "speedup": round(ms["native"] / ms["subpixel"], 3),
-                       "max_abs_diff_fwd": err, "run": run}  # fmt: skip
+                       "max_abs_diff_fwd": err, "threads": args.threads, "run": run}  # fmt: skip
                 extra = ""
                 if "to_image_only" in ms:
                     row["speedup_to_image_only"] = round(ms["native"] / ms["to_image_only"], 3)
@@ -149,16 +150,17 @@ def main():
                       f"{row['subpixel_ms']:10.1f} {row['speedup']:8.2f}x{extra}",
                       flush=True)  # fmt: skip
     path = Path(args.out)
-    if path.exists():  # keep the figures of presets this run did not measure
+    if path.exists():  # keep the figures of presets/thread counts this run did not measure
         old = json.loads(path.read_text())
-        rows = [r for r in old.get("rows", []) if r["preset"] not in presets] + rows
+        mine = {(preset, args.threads) for preset in presets}
+        rows = [r for r in old["rows"] if (r["preset"], r.get("threads", 2)) not in mine] + rows
     out = {
         "command": "python benchmarks/subpixel.py " + " ".join(sys.argv[1:]),
         "date": run,
         "what": "forward+backward ms, median of interleaved repeats (native, all stride-2 "
         "layers sub-pixel, to-image layer only); each row names the run that measured it",
         "torch": torch.__version__,
-        "threads": args.threads,
+        "threads_last_run": args.threads,
         "cpu": platform.processor() or platform.machine(),
         "repeats": args.repeats,
         "warmup": args.warmup,
