@@ -211,3 +211,30 @@ def test_one_training_process_per_run_dir(tmp_path, tiny_data):
         with pytest.raises(UsageError, match="in use by another"):
             train(tiny(epochs=1), tmp_path / "r", data=tiny_data, log=lambda *a: 0)
     train(tiny(epochs=1), tmp_path / "r", data=tiny_data, log=lambda *a: 0)  # free again
+
+
+def test_compile_failure_falls_back_to_eager_from_a_snapshot(tmp_path, tiny_data):
+    """--compile where the compiler fails (here: G's first training-mode call, after D's
+    update of that step): the run goes on eagerly and ends exactly where an eager run does."""
+
+    class CompilerFailed(Exception):
+        pass
+
+    CompilerFailed.__module__ = "torch._dynamo.exc"  # what a real backend failure carries
+
+    class BrokenCompiler(Trainer):
+        def compile_models(self):
+            G = self.G
+
+            def compiled(*a, **kw):
+                if torch.is_grad_enabled():
+                    raise CompilerFailed("backend 'inductor' failed: no C++ compiler")
+                return G._call_impl(*a, **kw)
+
+            G._compiled_call_impl = compiled
+
+    logs = []
+    BrokenCompiler(tiny(epochs=1, compile=True), tmp_path / "c", tiny_data, log=logs.append).run()
+    train(tiny(epochs=1), tmp_path / "e", data=tiny_data, log=lambda *a: 0)
+    assert any("torch.compile failed (backend 'inductor' failed" in m for m in logs), logs
+    assert_same_state(weights(tmp_path / "c"), weights(tmp_path / "e"))

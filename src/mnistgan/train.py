@@ -9,6 +9,7 @@ checkpoint, generator.safetensors/.json, curves.png and progress.gif.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import json
 import math
@@ -53,7 +54,7 @@ EVAL_SEED = 1234  # the noise of in-training evaluation: the same digits at ever
 RESUMABLE_OVERRIDES = {
     "epochs", "max_minutes", "device", "threads", "channels_last", "sample_every",
     "checkpoint_every", "keep_checkpoints", "export_every", "data_source", "data_path",
-    "eval_every", "eval_n", "on_divergence", "collapse_steps",
+    "eval_every", "eval_n", "on_divergence", "collapse_steps", "compile",
 }  # fmt: skip
 MAX_ROLLBACKS = 3  # --on-divergence rollback: then give up and stop
 ROLLBACK_LR_FACTOR = 0.5  # each rollback halves both learning rates
@@ -166,6 +167,8 @@ class Trainer:
             self.G_ema = torch.optim.swa_utils.AveragedModel(
                 self.G, multi_avg_fn=avg, use_buffers=True
             )
+        if cfg.compile:
+            self.compile_models()
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr_g, betas, eps=cfg.adam_eps)
         self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d, betas, eps=cfg.adam_eps)
@@ -199,8 +202,27 @@ class Trainer:
         self.best_fid = float("inf")
         self.epoch_rng_state = self.data_rng.get_state()
         self.collapsed_for = 0  # steps in a row that D has looked collapsed
+        self.compile_checked = 0  # steps run compiled so far (the fallback watches the first)
         if resume_state is not None:
             self._restore(resume_state)
+
+    def compile_models(self):
+        """torch.compile G and D in place (their state_dicts keep their keys). Compilation
+        happens lazily at the first step; a failure there falls back to eager (train_step)."""
+        try:
+            import torch._dynamo  # noqa: F401  (fails on builds without dynamo)
+
+            self.G.compile()
+            self.D.compile()
+        except Exception as e:  # no compiler support at all: say so and go on eagerly
+            self.log(f"torch.compile unavailable ({brief(e)}): training eagerly")
+            self.cfg = self.cfg.replace(compile=False)
+
+    def uncompile_models(self, e: Exception):
+        for m in (self.G, self.D):
+            m._compiled_call_impl = None  # what nn.Module.compile() set: back to eager
+        self.cfg = self.cfg.replace(compile=False)
+        self.log(f"torch.compile failed ({brief(e)}): training eagerly (--no-compile)")
 
     def _restore(self, s: dict):
         """Load a checkpoint's state; one that does not fit this run is a CheckpointError."""
@@ -332,6 +354,26 @@ class Trainer:
                 ]
             )
 
+    def compiled_step(self, real, labels):
+        """train_step; with --compile, the first steps build the compiled graphs, and if the
+        compiler fails the step is redone eagerly from a snapshot taken before it."""
+        if not self.cfg.compile or self.compile_checked >= 2:  # train and eval graphs built
+            return self.train_step(real, labels)
+        nets = (self.G, self.D, self.opt_g, self.opt_d)
+        snapshot = copy.deepcopy([m.state_dict() for m in nets]), torch.get_rng_state()
+        try:
+            out = self.train_step(real, labels)
+            self.compile_checked += 1
+            return out
+        except Exception as e:
+            if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                raise
+            self.uncompile_models(e)
+            for m, state in zip(nets, snapshot[0], strict=True):
+                m.load_state_dict(state)
+            torch.set_rng_state(snapshot[1])
+            return self.train_step(real, labels)
+
     def joint_step(self, real: torch.Tensor, labels=None):
         """Reference A: one G forward, one D forward on the fakes, both losses from them;
         G's gradient flows through D as it was before D's update."""
@@ -392,13 +434,15 @@ class Trainer:
         k = self.cfg.grad_accum
         self.D.requires_grad_(False)  # no weight grads for D in the G step
         self.opt_g.zero_grad(set_to_none=True)
-        for _ in range(k):
-            y = self.random_labels(self.cfg.batch_size)
-            with self.autocast():
-                fake = self.gen(self.G, self.noise(self.cfg.batch_size), y)
-                loss_g = self.g_loss_fn(self.disc(self.d_input(fake), y))
-            self.scaler_g.scale(loss_g / k).backward()
-        self.D.requires_grad_(True)
+        try:
+            for _ in range(k):
+                y = self.random_labels(self.cfg.batch_size)
+                with self.autocast():
+                    fake = self.gen(self.G, self.noise(self.cfg.batch_size), y)
+                    loss_g = self.g_loss_fn(self.disc(self.d_input(fake), y))
+                self.scaler_g.scale(loss_g / k).backward()
+        finally:
+            self.D.requires_grad_(True)
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
         return loss_g
@@ -636,7 +680,7 @@ class Trainer:
         t_row, rows = time.monotonic(), []
         for idx in batches:
             idx = idx.to(self.device)
-            stats = self.train_step(self.real[idx], self.labels[idx]).tolist()
+            stats = self.compiled_step(self.real[idx], self.labels[idx]).tolist()
             reason = self.divergence(stats)
             if reason is not None:
                 bar.close()
