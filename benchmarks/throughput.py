@@ -1,7 +1,7 @@
 """Steady-state training throughput of each preset on this machine.
 
     python benchmarks/throughput.py [--presets fast,tf-dcgan,keras-dcgan] [--device cpu]
-                                    [--steps 20] [--repeats 3] [--precision fp32]
+                                    [--steps 20] [--repeats 3] [--precision fp32] [--compile]
 
 Prints real images consumed per second (median of repeats after warm-up), the training step's
 GFLOP/s (FLOPs counted by torch.utils.flop_counter) and its share of this machine's conv and
@@ -61,15 +61,23 @@ def ceiling(device, kind: str, dtype=torch.float32) -> float:
 
 
 def measure(preset: str, device: str, steps: int, repeats: int, data, extra: dict) -> dict:
-    cfg = resolve(preset, overrides={"device": device, **extra})[0]
+    compile_ = extra.get("compile", False)
+    cfg = resolve(preset, overrides={"device": device, **extra, "compile": False})[0]
     t = Trainer(cfg, Path("unused"), data, log=lambda *a: None)
     t._setup(None)
     batches = t.batches()
     idx = next(batches).to(t.device)
     real, labels = t.real[idx], t.labels[idx]
-    with FlopCounterMode(display=False) as fc:
+    with FlopCounterMode(display=False) as fc:  # counted eagerly: the same math either way
         t.train_step(real, labels)
     flops = fc.get_total_flops()
+    compile_s = None
+    if compile_:
+        t.compile_models()
+        start = time.perf_counter()
+        t.train_step(real, labels)  # compiles the training graphs
+        sync(t.device)
+        compile_s = round(time.perf_counter() - start, 1)
     for _ in range(5):  # warm-up (allocator, oneDNN primitive cache, compile)
         t.train_step(real, labels)
     sync(t.device)
@@ -90,6 +98,8 @@ def measure(preset: str, device: str, steps: int, repeats: int, data, extra: dic
         "gflop_per_step": round(flops / 1e9, 3),
         "gflop_per_s": round(flops / step_s / 1e9, 1),
         "epoch_seconds_60k": round(60000 / ips, 1),
+        "compile": compile_,
+        "first_step_compile_s": compile_s,
     }
 
 
@@ -100,9 +110,12 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--compile", action="store_true", help="torch.compile G and D first")
     p.add_argument("--out", default=None, help="results JSON (default by device)")
     args = p.parse_args()
     extra = {"threads": args.threads} if args.threads else {}
+    extra.update(precision=args.precision, compile=args.compile)
     data = load_mnist()
     device = torch.device("cuda" if args.device.startswith("cuda") else "cpu")
     if device.type == "cpu" and args.threads:
@@ -129,7 +142,11 @@ def main():
         "ceiling_gflop_s": {"conv_fp32": round(ceil_conv, 1), "matmul_fp32": round(ceil_mm, 1)},
         "presets": rows,
         "command": "python benchmarks/throughput.py "
-        + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
+        + " ".join(
+            f"--{k}" if v is True else f"--{k} {v}"
+            for k, v in vars(args).items()
+            if v is not None and v is not False
+        ),
         "date": time.strftime("%Y-%m-%d"),
     }
     RESULTS.mkdir(exist_ok=True)
