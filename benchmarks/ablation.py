@@ -22,6 +22,7 @@ RESULTS = Path(__file__).parent / "results"
 VARIANTS = {
     "preset as is": [],
     "no EMA": ["--ema", "0"],
+    "EMA warm-up": ["--ema-warmup"],
     "unconditional": ["--no-conditional"],
     "hinge + spectral norm": ["--loss", "hinge", "--spectral-norm"],
     "DiffAugment translation,cutout": ["--diffaugment", "translation,cutout"],

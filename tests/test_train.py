@@ -163,6 +163,19 @@ def test_ema_follows_the_decay_formula(tiny_data):
     assert t.sampling_generator() is t.G_ema.module
 
 
+def test_ema_warmup_decay(tiny_data):
+    t = Trainer(tiny(ema=0.999, ema_warmup=True), "unused", tiny_data)
+    t._setup(None)
+    for _ in range(3):  # updates 0 (a copy), 1, 2: decays 2/11 and 3/12 after it
+        before = {k: v.clone() for k, v in t.G_ema.module.state_dict().items()}
+        t.train_step(t.real[:32], t.labels[:32])
+    g, ema = t.G.state_dict(), t.G_ema.module.state_dict()
+    d = (1 + 2) / (10 + 2)
+    for k, v in ema.items():
+        if v.dtype.is_floating_point:
+            torch.testing.assert_close(v, d * before[k] + (1 - d) * g[k])
+
+
 def test_ema_run_resumes_and_exports(tmp_path, tiny_data):
     quiet = {"log": lambda *a: None, "data": tiny_data}
     train(tiny(epochs=2, ema=0.95), tmp_path / "full", **quiet)

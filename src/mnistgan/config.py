@@ -60,6 +60,9 @@ class Config:
     beta2: float = 0.999
     adam_eps: float = 1e-8
     ema: float = 0.0  # decay of an EMA of G's weights used for sampling (0: off)
+    # EMA warm-up: decay min(ema, (1 + n) / (10 + n)) after n updates, so that a short run's
+    # average is not dominated by its first, worst weights
+    ema_warmup: bool = False
     # --- outputs and cadence (in epochs)
     sample_every: int = 1  # sample grid samples/epoch_NNN.png from fixed noise
     grid_size: int = 8  # the grid is grid_size x grid_size

@@ -127,6 +127,20 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+def ema_avg_fn(decay: float, warmup: bool):
+    """torch's EMA update for AveragedModel; with warm-up, the decay after n updates is
+    min(decay, (1 + n) / (10 + n)): 0.18 at first, `decay` from n = 8,990 on for 0.999."""
+    ema = torch.optim.swa_utils.get_ema_multi_avg_fn
+    if not warmup:
+        return ema(decay)
+
+    def avg(ema_params, params, n_averaged):
+        n = int(n_averaged)
+        ema(min(decay, (1 + n) / (10 + n)))(ema_params, params, n_averaged)
+
+    return avg
+
+
 def _step_of(row: list[str]) -> float:
     """The step column of a metrics.csv row (inf for a row that is not ours)."""
     try:
@@ -163,7 +177,7 @@ class Trainer:
         # An exponential moving average of G's weights (and BN statistics): steadier samples.
         self.G_ema = None
         if cfg.ema > 0:
-            avg = torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema)
+            avg = ema_avg_fn(cfg.ema, cfg.ema_warmup)
             self.G_ema = torch.optim.swa_utils.AveragedModel(
                 self.G, multi_avg_fn=avg, use_buffers=True
             )
