@@ -149,6 +149,7 @@ PRESETS: dict[str, Config] = {
         beta1=0.5,
         beta2=0.999,
         ema=0.999,
+        ema_warmup=True,  # measured at 3 min: FID 24.9 with, 146.6 without (n = 5,000)
         sample_every=1,
         grid_size=8,
         checkpoint_every=1,
