@@ -149,7 +149,7 @@ def test_resume_refuses_a_changed_recipe(tmp_path, tiny_data):
 
 
 def test_ema_follows_the_decay_formula(tiny_data):
-    t = Trainer(tiny(ema=0.9), "unused", tiny_data)
+    t = Trainer(tiny(ema=0.9, ema_warmup=False), "unused", tiny_data)
     t._setup(None)
     t.train_step(t.real[:32], t.labels[:32])  # first update copies G
     before = {k: v.clone() for k, v in t.G_ema.module.state_dict().items()}
