@@ -82,6 +82,8 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # CPU threads (default: physical cores)
     channels_last: bool = True  # NHWC memory layout: measured 1.04-1.35x faster on CPU
+    # exact, faster forms of some layers on CPU (layers.py: dropout, DFT transposed conv, ...)
+    fast_layers: bool = True
     # torch.compile G and D (in place: checkpoints unchanged). Pays off on long runs; if
     # compilation fails (no C++ compiler, unsupported op) training goes on eagerly.
     compile: bool = False

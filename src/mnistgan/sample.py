@@ -17,6 +17,7 @@ from . import checkpoint as ckpt
 from .config import ARCHS, MAX_LATENT_DIM, MAX_WIDTH, from_dict
 from .data import to_uint8
 from .errors import CheckpointError, MnistganError, UsageError, brief
+from .layers import use_fast_layers
 from .models import build_generator, output_range
 
 
@@ -38,6 +39,7 @@ class Generator:
         self.net = net.to(device).eval()
         if device.type == "cpu":  # measured: 10k digits in 0.9 s instead of 1.6 s (fast, 2 cores)
             self.net.to(memory_format=torch.channels_last)
+            use_fast_layers(self.net)
         self.meta = meta
         self.device = device
         self.latent_dim = int(meta["latent_dim"])
