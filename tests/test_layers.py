@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from mnistgan.layers import DFTConvTranspose2d, FastDropout, TapConv2d, use_fast_layers
+from mnistgan.layers import (
+    DFTConvTranspose2d,
+    FastDropout,
+    FoldConvTranspose2d,
+    TapConv2d,
+    fold_batchnorm,
+    use_fast_layers,
+)
 from mnistgan.models import add_spectral_norm, build_discriminator, build_generator
 
 TOL = dict(atol=2e-5, rtol=1e-4)
@@ -80,6 +87,45 @@ def test_tap_layer_equals_conv(name, channels_last, bias):
     check_same(native, fast, torch.randn(2, cin, h, w), channels_last)
 
 
+# (in, out, kernel, stride, padding, output_padding, input size): the to-image layers
+FOLD_CONFIGS = {
+    "fast 4x4 s2 32->1": (32, 1, 4, 2, 1, 0, 14),
+    "tf-dcgan 5x5 s2 op1 64->1": (64, 1, 5, 2, 2, 1, 14),
+    "3x3 s1 2 outputs": (5, 2, 3, 1, 1, 0, 6),
+}
+
+
+@pytest.mark.parametrize("name", FOLD_CONFIGS)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_fold_layer_equals_conv_transpose(name, channels_last, bias):
+    cin, cout, k, s, p, op, n = FOLD_CONFIGS[name]
+    torch.manual_seed(0)
+    native = nn.ConvTranspose2d(cin, cout, k, s, p, op, bias=bias)
+    fast = FoldConvTranspose2d(cin, cout, k, s, p, op, bias=bias)
+    assert fast.fold_eligible(torch.randn(1, cin, n, n))
+    check_same(native, fast, torch.randn(3, cin, n, n), channels_last)
+
+
+@pytest.mark.parametrize("arch", ["tf-dcgan", "fast"])
+def test_fold_batchnorm_keeps_the_eval_function(arch):
+    torch.manual_seed(0)
+    G = build_generator(arch, 100, 16, False)
+    for m in G.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            nn.init.normal_(m.weight, 1.0, 0.3)
+            nn.init.normal_(m.bias, 0.0, 0.3)
+            m.running_mean.normal_(0.0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    G.eval()
+    folded = copy.deepcopy(G).to(memory_format=torch.channels_last)
+    assert fold_batchnorm(folded) == (3 if arch == "tf-dcgan" else 2)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    z = torch.randn(8, 100)
+    torch.testing.assert_close(folded(z), G(z), **TOL)
+    assert fold_batchnorm(build_generator(arch, 100, 16, False)) == 0  # training mode: kept
+
+
 @pytest.mark.parametrize("p", [0.3, 0.4])
 def test_fast_dropout_statistics(p):
     """Drop rate within 5 sigma of p on 2M units, kept units scaled by 1/(1-p), gradient
@@ -111,7 +157,7 @@ def test_fast_dropout_is_identity_in_eval_and_p0():
 
 
 @pytest.mark.parametrize(
-    ("arch", "g_swaps", "d_swaps"), [("tf-dcgan", 1, 3), ("keras-dcgan", 1, 2), ("fast", 0, 0)]
+    ("arch", "g_swaps", "d_swaps"), [("tf-dcgan", 2, 3), ("keras-dcgan", 1, 2), ("fast", 1, 0)]
 )
 def test_use_fast_layers_keeps_parameters_and_function(arch, g_swaps, d_swaps):
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ from . import checkpoint as ckpt
 from .config import ARCHS, MAX_LATENT_DIM, MAX_WIDTH, from_dict
 from .data import to_uint8
 from .errors import CheckpointError, MnistganError, UsageError, brief
-from .layers import use_fast_layers
+from .layers import fold_batchnorm, use_fast_layers
 from .models import build_generator, output_range
 
 
@@ -37,6 +37,10 @@ class Generator:
 
     def __init__(self, net: torch.nn.Module, meta: dict, device: torch.device):
         self.net = net.to(device).eval()
+        fold_batchnorm(self.net)  # exact in eval mode, one pass fewer per BatchNorm
+        for m in self.net.modules():  # sampling keeps no graph: activations can overwrite
+            if isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU)):
+                m.inplace = True
         if device.type == "cpu":  # measured: 10k digits in 0.9 s instead of 1.6 s (fast, 2 cores)
             self.net.to(memory_format=torch.channels_last)
             use_fast_layers(self.net)
