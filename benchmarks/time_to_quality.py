@@ -5,7 +5,8 @@
 Trains the preset for a wall-clock budget and every `--every` seconds of training scores the
 sampling generator (EMA when on) with the project's metric on 5,000 samples. Evaluation time
 is not counted as training time. Also scores two reference rows with the same metric and n:
-real test digits, and real test digits blurred with a Gaussian of sigma = 0.6 px.
+real test digits, real test digits blurred with a Gaussian of sigma = 0.6 px, and binarized real
+test digits (>= 128 -> 255); `--refs-only` prints just these.
 Writes benchmarks/results/ttq-PRESET.csv and .png, and a JSON summary.
 """
 
@@ -50,6 +51,23 @@ class TimedTrainer(Trainer):
         return out
 
 
+def reference_rows(test: np.ndarray, n: int) -> dict:
+    """The yardsticks, scored like a generator: n real test digits as they are, blurred
+    (Gaussian, sigma 0.6 px) and binarized (pixels >= 128 -> 255, else 0)."""
+    pick = np.sort(np.random.default_rng(0).choice(len(test), n, replace=False))
+    real = test[pick]
+    blurred = gaussian_filter(real.astype(np.float64), sigma=(0, 0.6, 0.6))
+    return {
+        "real test digits": evaluate_images(real),
+        "blurred test digits (sigma 0.6)": evaluate_images(
+            np.clip(np.rint(blurred), 0, 255).astype(np.uint8)
+        ),
+        "binarized test digits (>= 128)": evaluate_images(
+            np.where(real >= 128, 255, 0).astype(np.uint8)
+        ),
+    }
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="fast")
@@ -58,6 +76,7 @@ def main():
     p.add_argument("--n", type=int, default=5000)
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="config overrides")
     p.add_argument("--tag", default="")
+    p.add_argument("--refs-only", action="store_true", help="print the reference rows and stop")
     args = p.parse_args()
     overrides = dict(kv.split("=", 1) for kv in args.set)
     overrides.update(epochs="1000", max_minutes=str(1e9), eval_every="0", sample_every="0",
@@ -65,15 +84,13 @@ def main():
     cfg = resolve(args.preset, overrides=overrides)[0].replace(max_minutes=args.minutes)
     data = load_mnist()
 
-    test = data.test_images.numpy()
-    pick = np.sort(np.random.default_rng(0).choice(len(test), args.n, replace=False))
-    blurred = gaussian_filter(test[pick].astype(np.float64), sigma=(0, 0.6, 0.6))
-    refs = {
-        "real test digits": evaluate_images(test[pick]),
-        "blurred test digits (sigma 0.6)": evaluate_images(
-            np.clip(np.rint(blurred), 0, 255).astype(np.uint8)
-        ),
-    }
+    refs = reference_rows(data.test_images.numpy(), args.n)
+    if args.refs_only:
+        out = RESULTS / f"references-n{args.n}.json"
+        out.write_text(json.dumps({"command": "python benchmarks/time_to_quality.py --refs-only "
+                                   f"--n {args.n}", **refs}, indent=1) + "\n")  # fmt: skip
+        print({k: round(v["fid"], 2) for k, v in refs.items()}, f"-> {out}")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         t = TimedTrainer(cfg, Path(tmp) / "run", data, every=args.every, n=args.n, log=print)
         t.run()
