@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import ctypes
+import ctypes.util
 import json
 import math
 import os
@@ -128,6 +130,21 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc serve every block from its heap and keep freed memory there.
+
+    A training step allocates and frees activations of up to ~100 MB (keras-dcgan at 28x28x128);
+    by default each such block is a fresh mmap, paged in and zeroed by the kernel every step.
+    Measured on this 2-core VM: keras-dcgan 1.70-1.83 -> 1.52 s per step, fast +10 %. The
+    cost: the process keeps its peak memory until it exits. No-op where libc is not glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+    except (OSError, AttributeError):
+        return False
+
+
 def ema_avg_fn(decay: float, warmup: bool):
     """torch's EMA update for AveragedModel; with warm-up, the decay after n updates is
     min(decay, (1 + n) / (10 + n)): 0.18 at first, `decay` from n = 8,990 on for 0.999."""
@@ -162,6 +179,7 @@ class Trainer:
         self.device = pick_device(cfg.device)
         if self.device.type == "cpu":
             torch.set_num_threads(cfg.threads or default_threads())
+            keep_freed_memory()
         torch.manual_seed(cfg.seed)
         self.pixel_range = output_range(cfg.arch)
         self.G = build_generator(cfg.arch, cfg.latent_dim, cfg.width, cfg.conditional)
