@@ -180,12 +180,3 @@ def test_use_fast_layers_skips_parametrized_modules():
     assert use_fast_layers(D) == 2  # the two dropouts; no plain conv is eligible anyway
     layer = add_spectral_norm(nn.Sequential(nn.ConvTranspose2d(8, 4, 5, 1, 2)))
     assert use_fast_layers(layer) == 0
-
-
-def test_keep_freed_memory_takes_effect_on_glibc():
-    import platform
-
-    from mnistgan.train import keep_freed_memory
-
-    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
-    assert keep_freed_memory() is expected

@@ -251,3 +251,12 @@ def test_compile_failure_falls_back_to_eager_from_a_snapshot(tmp_path, tiny_data
     train(tiny(epochs=1), tmp_path / "e", data=tiny_data, log=lambda *a: 0)
     assert any("torch.compile failed (backend 'inductor' failed" in m for m in logs), logs
     assert_same_state(weights(tmp_path / "c"), weights(tmp_path / "e"))
+
+
+def test_keep_freed_memory_takes_effect_on_glibc():
+    import platform
+
+    from mnistgan.train import keep_freed_memory
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is expected
