@@ -70,8 +70,8 @@ def _dft_matrices(h: int, w: int, kh: int, kw: int, ph: int, pw: int, dtype, dev
 
 class DFTConvTranspose2d(nn.ConvTranspose2d):
     """A stride-1 nn.ConvTranspose2d computed as: input -> DFT (one matmul), a complex
-    matmul over channels per frequency (one real bmm on [Re | Im] blocks), inverse DFT and
-    crop (one matmul). Other configurations run the parent's forward."""
+    matmul over channels per frequency (three real bmm), inverse DFT and crop (one matmul).
+    Other configurations run the parent's forward."""
 
     def dft_eligible(self, x: torch.Tensor) -> bool:
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
@@ -98,16 +98,17 @@ class DFTConvTranspose2d(nn.ConvTranspose2d):
         if key not in cache:
             cache[key] = _dft_matrices(h, w, kh, kw, ph, pw, input.dtype, input.device)
         to_spec, kernel_spec, back, nf, (ho, wo) = cache[key]
-        # spectra: x -> (nf, b, [Re ci | Im ci]); weight -> (nf, ci, co) twice
-        xs = input.reshape(b * ci, h * w) @ to_spec
-        xs = xs.view(b, ci, 2, nf).permute(3, 0, 2, 1).reshape(nf, b, 2 * ci)
-        ws = (self.weight.reshape(ci * co, kh * kw) @ kernel_spec).view(ci, co, 2, nf)
-        wr, wi = ws[:, :, 0].permute(2, 0, 1), ws[:, :, 1].permute(2, 0, 1)
-        # (a + ib)(c + id) = (ac - bd) + i(ad + bc), as one real product on stacked blocks
-        blocks = torch.cat([torch.cat([wr, wi], 2), torch.cat([-wi, wr], 2)], 1)
-        ys = torch.bmm(xs, blocks)  # (nf, b, [Re co | Im co])
-        ys = ys.view(nf, b, 2, co).permute(1, 3, 2, 0).reshape(b * co, 2 * nf)
-        y = (ys @ back).view(b, co, ho, wo)
+        # Spectra with the frequency axis first, straight out of the matmuls (the transposed
+        # operands are views): (2 * nf, b * ci) = [Re; Im] per (image, channel), likewise W.
+        xs = (to_spec.t() @ input.reshape(b * ci, h * w).t()).view(2, nf, b, ci)
+        ws = (kernel_spec.t() @ self.weight.reshape(ci * co, kh * kw).t()).view(2, nf, ci, co)
+        (xr, xi), (wr, wi) = xs, ws
+        # Per frequency (a + ib)(c + id) over channels, in 3 real products instead of 4:
+        # ac - bd and (a + b)(c + d) - ac - bd (Gauss)
+        ac, bd = torch.bmm(xr, wr), torch.bmm(xi, wi)
+        cross = torch.bmm(xr + xi, wr + wi)
+        ys = torch.stack((ac - bd, cross - ac - bd)).view(2 * nf, b * co)
+        y = (ys.t() @ back).view(b, co, ho, wo)
         return y if self.bias is None else y + self.bias.view(1, co, 1, 1)
 
 
