@@ -247,7 +247,12 @@ class Trainer:
         happens lazily at the first step; a failure there falls back to eager (train_step)."""
         try:
             import torch._dynamo  # noqa: F401  (fails on builds without dynamo)
+            import torch._functorch.config
 
+            if self.cfg.schedule == "joint":
+                # the joint step takes two gradients from one graph (retain_graph=True), which
+                # compiled backward passes that donate (free) their buffers refuse at run time
+                torch._functorch.config.donated_buffer = False
             self.G.compile()
             self.D.compile()
         except Exception as e:  # no compiler support at all: say so and go on eagerly
