@@ -77,3 +77,12 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("reliability")
         for name, (passed, tried) in sorted(RELIABILITY.items()):
             terminalreporter.write_line(f"{name}: {passed}/{tried}")
+
+
+def outputs_and_grads(layer, x, g):
+    """A layer's output and the gradients of <output, g> for its input, weight and bias: what
+    an exact reformulation of the layer must reproduce."""
+    x = x.detach().clone().requires_grad_()
+    y = layer(x)
+    params = [q for q in (layer.weight, layer.bias) if q is not None]
+    return y, torch.autograd.grad(y, [x, *params], g)

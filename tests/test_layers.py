@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from conftest import outputs_and_grads
 from torch import nn
 
 from mnistgan.layers import (
@@ -29,13 +30,6 @@ TAP_CONFIGS = {
     "keras-dcgan 7x7 128->1 at 28x28": (128, 1, 7, 3, 28, 28),
     "3x5 kernel, 3 outputs, non-square": (40, 3, (3, 5), (1, 2), 9, 11),
 }
-
-
-def outputs_and_grads(layer, x, g):
-    x = x.detach().clone().requires_grad_()
-    y = layer(x)
-    params = [q for q in (layer.weight, layer.bias) if q is not None]
-    return y, torch.autograd.grad(y, [x, *params], g)
 
 
 def check_same(native, fast, x, channels_last):

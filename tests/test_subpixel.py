@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from conftest import outputs_and_grads
 from torch import nn
 
 from mnistgan.models import SubpixelConvTranspose2d, build_generator, use_subpixel
@@ -25,13 +26,6 @@ def pair(cin, cout, k, p, op, bias=True):
     sub = SubpixelConvTranspose2d(cin, cout, k, stride=2, padding=p, output_padding=op, bias=bias)
     sub.load_state_dict(native.state_dict())
     return native, sub
-
-
-def outputs_and_grads(layer, x, g):
-    x = x.detach().clone().requires_grad_()
-    y = layer(x)
-    params = [q for q in (layer.weight, layer.bias) if q is not None]
-    return y, torch.autograd.grad(y, [x, *params], g)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
