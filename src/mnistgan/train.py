@@ -135,7 +135,7 @@ def keep_freed_memory() -> bool:
 
     A training step allocates and frees activations of up to ~100 MB (keras-dcgan at 28x28x128);
     by default each such block is a fresh mmap, paged in and zeroed by the kernel every step.
-    Measured on this 2-core VM: keras-dcgan 1.70-1.83 -> 1.52 s per step, fast +10 %. The
+    Measured on this 2-core VM: keras-dcgan 1.70-1.83 -> 1.43-1.53 s per step, fast +10 %. The
     cost: the process keeps its peak memory until it exits. No-op where libc is not glibc."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
