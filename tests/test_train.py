@@ -256,7 +256,7 @@ def test_compile_failure_falls_back_to_eager_from_a_snapshot(tmp_path, tiny_data
 def test_keep_freed_memory_takes_effect_on_glibc():
     import platform
 
-    from mnistgan.train import keep_freed_memory
+    from mnistgan.device import keep_freed_memory
 
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is expected

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
-import ctypes
-import ctypes.util
 import json
 import math
 import os
@@ -34,6 +32,7 @@ from . import checkpoint as ckpt
 from .augment import diff_augment
 from .config import Config, from_dict, to_dict
 from .data import Mnist, load_mnist, to_float, to_uint8
+from .device import default_threads, keep_freed_memory, pick_device
 from .errors import CheckpointError, DivergenceError, StorageError, UsageError, brief
 from .layers import use_fast_layers
 from .losses import LOSSES, gradient_penalty, r1_penalty
@@ -45,7 +44,7 @@ from .models import (
     output_range,
 )
 from .plots import plot_curves
-from .sample import pick_device, progress_gif, save_grid
+from .sample import progress_gif, save_grid
 
 METRIC_COLUMNS = [
     "epoch", "step", "d_loss", "g_loss", "d_x", "d_g_z", "acc_real", "acc_fake",
@@ -124,25 +123,6 @@ def stop_on_signals(trainer):
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-
-
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc serve every block from its heap and keep freed memory there.
-
-    A training step allocates and frees activations of up to ~100 MB (keras-dcgan at 28x28x128);
-    by default each such block is a fresh mmap, paged in and zeroed by the kernel every step.
-    Measured on this 2-core VM: keras-dcgan 1.70-1.83 -> 1.43-1.53 s per step, fast +10 %. The
-    cost: the process keeps its peak memory until it exits. No-op where libc is not glibc."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30))
-    except (OSError, AttributeError):
-        return False
 
 
 def ema_avg_fn(decay: float, warmup: bool):
