@@ -174,3 +174,28 @@ def test_use_fast_layers_skips_parametrized_modules():
     assert use_fast_layers(D) == 2  # the two dropouts; no plain conv is eligible anyway
     layer = add_spectral_norm(nn.Sequential(nn.ConvTranspose2d(8, 4, 5, 1, 2)))
     assert use_fast_layers(layer) == 0
+
+
+@pytest.mark.parametrize("arch", ["tf-dcgan", "keras-dcgan", "fast"])
+def test_sampling_generator_draws_what_the_plain_network_draws(arch):
+    """sample.Generator folds BatchNorm, swaps in the fast layers and runs ReLUs in place:
+    its digits must be the plain eval-mode network's, up to one grey level of rounding."""
+    from mnistgan.data import to_uint8
+    from mnistgan.models import output_range
+    from mnistgan.sample import Generator
+
+    torch.manual_seed(0)
+    G = build_generator(arch, 100, 16, False)
+    for m in G.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.normal_(0.0, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    G.eval()
+    z = torch.randn(64, 100)
+    with torch.no_grad():
+        plain = to_uint8(G(z), output_range(arch))
+    fast = Generator(copy.deepcopy(G), {"latent_dim": 100, "arch": arch}, torch.device("cpu"))
+    drawn = fast.sample_from(z, batch_size=20)
+    assert drawn.shape == plain.shape == (64, 28, 28)
+    assert (drawn.int() - plain.int()).abs().max().item() <= 1
+    assert (drawn != plain).float().mean().item() < 0.01
