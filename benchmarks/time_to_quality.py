@@ -118,7 +118,7 @@ def main():
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r["train_s"] / 60 for r in t.curve], [r["fid"] for r in t.curve], "o-",
             label=args.preset)  # fmt: skip
-    for (label, s), style in zip(refs.items(), ("--", ":"), strict=True):
+    for (label, s), style in zip(refs.items(), ("--", ":", "-."), strict=True):
         ax.axhline(s["fid"], ls=style, c="gray", label=label)
     ax.set(yscale="log", xlabel="training minutes (this machine)", ylabel=f"FID (n={args.n})")
     ax.legend(fontsize=8)
@@ -136,7 +136,7 @@ def main():
                        for k, v in refs.items()},
         "command": "python benchmarks/time_to_quality.py " + " ".join(
             f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
-            if v not in ("", [])),
+            if v not in ("", [], False, None)),
         "date": time.strftime("%Y-%m-%d"),
     }  # fmt: skip
     (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
