@@ -215,25 +215,17 @@ def fold_batchnorm(model: nn.Module) -> int:
                 continue
             if not isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
                 continue
-            if (
-                bn.running_mean is None
-                or bn.num_features
-                != layer.weight.shape[1 if isinstance(layer, nn.ConvTranspose2d) else 0]
-            ):
+            axis = 1 if isinstance(layer, nn.ConvTranspose2d) else 0  # the output channels
+            if bn.running_mean is None or bn.num_features != layer.weight.shape[axis]:
                 continue
             scale = bn.running_var.add(bn.eps).rsqrt()
             if bn.affine:
                 scale = scale * bn.weight
             shift = -bn.running_mean * scale + (bn.bias if bn.affine else 0.0)
-            # the output-channel axis: 0 for Linear/Conv2d, 1 for a transposed conv
             shape = [1] * layer.weight.dim()
-            shape[1 if isinstance(layer, nn.ConvTranspose2d) else 0] = -1
-            fmt = torch.channels_last if layer.weight.dim() == 4 else torch.contiguous_format
-            channels_last = layer.weight.dim() == 4 and not layer.weight.is_contiguous()
-            weight = layer.weight * scale.view(shape)
-            layer.weight = nn.Parameter(
-                weight.contiguous(memory_format=fmt if channels_last else torch.contiguous_format)
-            )
+            shape[axis] = -1
+            # an elementwise product keeps the weight's memory format (e.g. channels_last)
+            layer.weight = nn.Parameter(layer.weight * scale.view(shape))
             bias = shift if layer.bias is None else layer.bias * scale + shift
             layer.bias = nn.Parameter(bias)
             seq[i] = nn.Identity()
