@@ -22,7 +22,7 @@ from mnistgan import checkpoint as ckpt
 from mnistgan.config import PRESETS
 from mnistgan.data import cache_path
 from mnistgan.errors import DivergenceError, StorageError
-from mnistgan.train import Trainer
+from mnistgan.train import Trainer, train
 
 needs_mnist = pytest.mark.skipif(not cache_path().exists(), reason="no MNIST cache")
 
@@ -254,6 +254,39 @@ def test_nan_in_weights_stops_within_one_step(tmp_path, tiny_data):
         t.run()
     rows = metrics_rows(tmp_path / "r")
     assert [int(r[1]) for r in rows] == list(range(1, 25))  # the good steps, for diagnosis
+
+
+class ReadEvery4(Sabotaged):
+    """Reads the stats every 4 steps, as a GPU run does every 32 (STATS_READ_EVERY)."""
+
+    def _setup(self, resume_state):
+        super()._setup(resume_state)
+        self.read_every = 4
+
+
+def test_deferred_stats_reads_name_the_step_that_diverged(tmp_path, tiny_data):
+    # step 25 sits inside the read of steps 25-28: the guard still names it and keeps 1-24
+    t = ReadEvery4(tiny_cfg(epochs=3), tmp_path / "r", tiny_data, log=lambda *a: 0)
+    with pytest.raises(DivergenceError, match=r"diverged at step 25: non-finite weights; last "
+                       r"good checkpoint: .*ckpt_e0001_s00000019\.pt"):  # fmt: skip
+        t.run()
+    assert [int(r[1]) for r in metrics_rows(tmp_path / "r")] == list(range(1, 25))
+    good = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "r"))
+    assert good["step"] == 19  # nothing from the poisoned steps 25-28 was saved
+
+
+def test_deferred_stats_reads_train_the_same_run(tmp_path, tiny_data):
+    class Clean(ReadEvery4):
+        times = 0  # no sabotage
+
+    cfg = tiny_cfg(epochs=2, max_minutes=None)
+    train(cfg, tmp_path / "every", data=tiny_data, log=lambda *a: 0)
+    Clean(cfg, tmp_path / "by4", tiny_data, log=lambda *a: 0).run()
+    a, b = metrics_rows(tmp_path / "every"), metrics_rows(tmp_path / "by4")
+    assert [r[:8] for r in a] == [r[:8] for r in b] and len(a) == 38  # 19 steps an epoch
+    sa = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "every"))["G"]
+    sb = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "by4"))["G"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_rollback_restores_the_checkpoint_lowers_lr_and_goes_on(tmp_path, tiny_data):

@@ -41,3 +41,11 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30))
     except (OSError, AttributeError):
         return False
+
+
+def tune_cuda() -> None:
+    """cuDNN benchmarks its algorithms once per input shape (ours never change) and keeps the
+    fastest; fp32 matmuls use TF32 tensor cores, as cuDNN's convolutions already do by default
+    and as TensorFlow, the references' framework, does on Ampere and later GPUs."""
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True

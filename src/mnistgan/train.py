@@ -32,7 +32,7 @@ from . import checkpoint as ckpt
 from .augment import diff_augment
 from .config import Config, from_dict, to_dict
 from .data import Mnist, load_mnist, to_float, to_uint8
-from .device import default_threads, keep_freed_memory, pick_device
+from .device import default_threads, keep_freed_memory, pick_device, tune_cuda
 from .errors import CheckpointError, DivergenceError, StorageError, UsageError, brief
 from .layers import use_fast_layers
 from .losses import LOSSES, gradient_penalty, r1_penalty
@@ -61,6 +61,10 @@ RESUMABLE_OVERRIDES = {
 MAX_ROLLBACKS = 3  # --on-divergence rollback: then give up and stop
 ROLLBACK_LR_FACTOR = 0.5  # each rollback halves both learning rates
 COLLAPSE_EPS = 0.01  # D collapsed: mean D(x) > 1 - eps and mean D(G(z)) < eps
+# Steps between host reads of the training stats (losses, D outputs, weight norm). On a GPU a
+# read waits for all queued work, so the CPU could not run ahead of the GPU if it read every
+# step; the guard checks every step of the batch read, in order. On CPU a read costs nothing.
+STATS_READ_EVERY = {"cuda": 32}
 
 
 class Diverged(Exception):
@@ -160,6 +164,9 @@ class Trainer:
         if self.device.type == "cpu":
             torch.set_num_threads(cfg.threads or default_threads())
             keep_freed_memory()
+        elif self.device.type == "cuda":
+            tune_cuda()
+        self.read_every = STATS_READ_EVERY.get(self.device.type, 1)
         torch.manual_seed(cfg.seed)
         self.pixel_range = output_range(cfg.arch)
         self.G = build_generator(cfg.arch, cfg.latent_dim, cfg.width, cfg.conditional)
@@ -301,18 +308,21 @@ class Trainer:
     def batches(self):
         """Index tensors of one epoch's real batches, replayable from the epoch's RNG state.
 
-        A step's batch holds the real images of all its D updates (d_steps of them).
+        A step's batch holds the real images of all its D updates (d_steps of them). The
+        epoch's indices are drawn up front and moved to the device in one copy: a per-step
+        copy to a GPU would wait for the queued work each step.
         """
         cfg, n = self.cfg, len(self.real)
         self.data_rng.set_state(self.epoch_rng_state)
         per_step = self.real_per_step
         if cfg.real_sampling == "epoch":
-            perm = torch.randperm(n, generator=self.data_rng)
+            perm = torch.randperm(n, generator=self.data_rng).to(self.device)
             for i in range(self.steps_per_epoch):
                 yield perm[i * per_step : (i + 1) * per_step]
-        else:
-            for _ in range(self.steps_per_epoch):
-                yield torch.randint(n, (per_step,), generator=self.data_rng)
+        else:  # the same draws in the same order as one randint per step
+            draws = [torch.randint(n, (per_step,), generator=self.data_rng)
+                     for _ in range(self.steps_per_epoch)]  # fmt: skip
+            yield from torch.stack(draws).to(self.device)
 
     def noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.cfg.latent_dim, device=self.device)
@@ -698,31 +708,27 @@ class Trainer:
             disable=None,  # no bar when stderr is not a terminal
             dynamic_ncols=True,
         )
-        t_row, rows = time.monotonic(), []
+        t_row, rows, pending = time.monotonic(), [], []
         for idx in batches:
-            idx = idx.to(self.device)
-            stats = self.compiled_step(self.real[idx], self.labels[idx]).tolist()
-            reason = self.divergence(stats)
-            if reason is not None:
-                bar.close()
-                writer.writerows(rows)  # the rows up to the last good step, for diagnosis
-                raise Diverged(f"training diverged at step {self.step + 1}: {reason}")
+            stats = self.compiled_step(self.real[idx], self.labels[idx])
             self.step += 1
             self.step_in_epoch += 1
             seen += len(idx)
             now = time.monotonic()
-            rate, t_row = len(idx) / max(now - t_row, 1e-9), now
-            rows.append(
-                [self.epoch + 1, self.step]
-                + [f"{v:.5g}" for v in stats[:6]]
-                + [f"{rate:.1f}", f"{self.elapsed():.2f}"]
-                + [""] * len(EVAL_COLUMNS)
-            )
+            pending.append((stats, len(idx) / max(now - t_row, 1e-9), self.elapsed()))
+            t_row = now
             bar.update()
-            if self.step % 20 == 0:
-                bar.set_postfix(d=f"{stats[0]:.3f}", g=f"{stats[1]:.3f}")
             if cfg.max_minutes is not None and now - self.t0 >= cfg.max_minutes * 60:
                 self.stop_reason = f"--max-minutes {cfg.max_minutes:g} reached"
+            end = self.stop_reason or self.step_in_epoch == self.steps_per_epoch
+            if len(pending) >= self.read_every or end:
+                try:
+                    stats = self.read_stats(pending, rows)
+                except Diverged:
+                    bar.close()
+                    writer.writerows(rows)  # the rows up to the last good step, for diagnosis
+                    raise
+                bar.set_postfix(d=f"{stats[0]:.3f}", g=f"{stats[1]:.3f}", refresh=False)
             if self.stop_reason:
                 break
         bar.close()
@@ -749,6 +755,24 @@ class Trainer:
             ckpt.export_generator(self.sampling_generator(), self.generator_meta(), path)
         if cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0:
             self.save_checkpoint()
+
+    def read_stats(self, pending: list, rows: list) -> list[float]:
+        """Read the stats of the steps run since the last read (one host sync), run the
+        divergence guard on each in order and add its metrics row; returns the last stats."""
+        first = self.step - len(pending) + 1
+        values = torch.stack([p[0] for p in pending]).tolist()
+        for i, (stats, (_, rate, elapsed)) in enumerate(zip(values, pending, strict=True)):
+            reason = self.divergence(stats)
+            if reason is not None:
+                raise Diverged(f"training diverged at step {first + i}: {reason}")
+            rows.append(
+                [self.epoch + 1, first + i]
+                + [f"{v:.5g}" for v in stats[:6]]
+                + [f"{rate:.1f}", f"{elapsed:.2f}"]
+                + [""] * len(EVAL_COLUMNS)
+            )
+        pending.clear()
+        return stats
 
     def evaluate(self, n: int | None = None) -> dict:
         """Score the sampling generator on fixed noise; keep `best/` at the lowest FID."""
