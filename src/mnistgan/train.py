@@ -129,18 +129,25 @@ def stop_on_signals(trainer):
             signal.signal(s, h)
 
 
-def ema_avg_fn(decay: float, warmup: bool):
-    """torch's EMA update for AveragedModel; with warm-up, the decay after n updates is
-    min(decay, (1 + n) / (10 + n)): 0.18 at first, `decay` from n = 8,990 on for 0.999."""
-    ema = torch.optim.swa_utils.get_ema_multi_avg_fn
-    if not warmup:
-        return ema(decay)
-
-    def avg(ema_params, params, n_averaged):
-        n = int(n_averaged)
-        ema(min(decay, (1 + n) / (10 + n)))(ema_params, params, n_averaged)
-
-    return avg
+@torch.no_grad()
+def update_ema(ema: torch.optim.swa_utils.AveragedModel, model, decay: float, warmup: bool):
+    """One EMA step of `model`'s weights and buffers into `ema`; with warm-up the decay after
+    n updates is min(decay, (1 + n) / (10 + n)): 0.18 at first, `decay` from n = 8,990 on for
+    0.999. AveragedModel.update_parameters computes the same, but reads its update count in
+    Python on every call: on a GPU each read is a host sync."""
+    n = int(ema.n_averaged)  # AveragedModel keeps the count on the CPU: free to read
+    targets = [*ema.module.parameters(), *ema.module.buffers()]
+    sources = [*model.parameters(), *model.buffers()]
+    if n == 0:
+        torch._foreach_copy_(targets, sources)
+    else:
+        d = min(decay, (1 + n) / (10 + n)) if warmup else decay
+        floats = [(t, s) for t, s in zip(targets, sources, strict=True) if t.is_floating_point()]
+        torch._foreach_lerp_([t for t, _ in floats], [s for _, s in floats], 1 - d)
+        for t, s in zip(targets, sources, strict=True):
+            if not t.is_floating_point():  # BN's batch counter: not an average
+                t.copy_(s)
+    ema.n_averaged += 1
 
 
 def _step_of(row: list[str]) -> float:
@@ -186,15 +193,14 @@ class Trainer:
         # An exponential moving average of G's weights (and BN statistics): steadier samples.
         self.G_ema = None
         if cfg.ema > 0:
-            avg = ema_avg_fn(cfg.ema, cfg.ema_warmup)
-            self.G_ema = torch.optim.swa_utils.AveragedModel(
-                self.G, multi_avg_fn=avg, use_buffers=True
-            )
+            self.G_ema = torch.optim.swa_utils.AveragedModel(self.G, use_buffers=True)
         if cfg.compile:
             self.compile_models()
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr_g, betas, eps=cfg.adam_eps)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d, betas, eps=cfg.adam_eps)
+        # on a GPU the fused kernel updates all weights in one launch (the same Adam update)
+        adam = dict(betas=betas, eps=cfg.adam_eps, fused=self.device.type == "cuda" or None)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr_g, **adam)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d, **adam)
         self.d_loss_fn, self.g_loss_fn = LOSSES[cfg.loss]
         # fp16 needs loss scaling against underflow; bf16 and fp32 do not (scalers disabled)
         fp16 = cfg.precision == "fp16"
@@ -368,7 +374,7 @@ class Trainer:
             for _ in range(self.cfg.g_steps):
                 loss_g = self.g_step()
         if self.G_ema is not None:
-            self.G_ema.update_parameters(self.G)
+            update_ema(self.G_ema, self.G, self.cfg.ema, self.cfg.ema_warmup)
         with torch.no_grad():
             p_real, p_fake = torch.sigmoid(d_real.float()), torch.sigmoid(d_fake.float())
             # one norm over all weights: a NaN/Inf anywhere in G or D shows up in it
