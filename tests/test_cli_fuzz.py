@@ -194,6 +194,24 @@ TABLE = [
         "invalid int value",
     ),  # fmt: skip
     (
+        F,
+        [
+            "interpolate",
+            "--run",
+            "{plain}",
+            "--device",
+            "tpu",
+            "--from",
+            "1",
+            "--to",
+            "2",
+            "--out",
+            "{tmp}/x.png",
+        ],
+        2,
+        "unknown device",
+    ),  # fmt: skip
+    (
         R,
         [
             "interpolate",

@@ -105,7 +105,7 @@ def test_interpolation_and_truncation(tmp_path, tiny_data):
         z = g.noise(500, seed=0, truncation=0.5)
         assert z.abs().max() <= 0.5 and torch.equal(z, g.noise(500, seed=0, truncation=0.5))
         r = run_cli("interpolate", "--run", run, "--from", "3", "--to", "8", "--steps", "6",
-                    "--out", tmp_path / f"{preset}.gif")  # fmt: skip
+                    "--device", "auto", "--out", tmp_path / f"{preset}.gif")  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert Image.open(tmp_path / f"{preset}.gif").n_frames == 10  # 6 there, 4 back
     r = run_cli("interpolate", "--run", tmp_path / "cgan", "--from", "3", "--to", "12",

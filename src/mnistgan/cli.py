@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nrow", type=int, help="digits per row of a .png grid")
     g.add_argument("--digit", help="conditional generators: 0-9, or `all` for one row per digit")
     g.add_argument("--truncation", type=float, metavar="PSI", help="redraw noise beyond +-PSI")
+    g.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
 
     i = sub.add_parser("interpolate", help="morph one digit into another (PNG strip or GIF)")
     isrc = i.add_mutually_exclusive_group(required=True)
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--steps", type=int, default=10, help="images along the way (default 10)")
     i.add_argument("--seed", type=int, default=0, help="the fixed noise of a conditional morph")
     i.add_argument("--out", required=True, help="x.png (a strip) or x.gif (an animation)")
-    g.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    i.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
 
     e = sub.add_parser("evaluate", help="score samples: FID, KID, IS, precision/recall, coverage")
     what = e.add_mutually_exclusive_group(required=True)

@@ -31,7 +31,7 @@ from . import __version__
 from . import checkpoint as ckpt
 from .augment import diff_augment
 from .config import Config, from_dict, to_dict
-from .data import Mnist, load_mnist, to_float, to_uint8
+from .data import Mnist, load_mnist, to_float
 from .device import default_threads, keep_freed_memory, pick_device, tune_cuda
 from .errors import CheckpointError, DivergenceError, StorageError, UsageError, brief
 from .layers import use_fast_layers
@@ -44,7 +44,7 @@ from .models import (
     output_range,
 )
 from .plots import plot_curves
-from .sample import progress_gif, save_grid
+from .sample import Generator, progress_gif, save_grid
 
 METRIC_COLUMNS = [
     "epoch", "step", "d_loss", "g_loss", "d_x", "d_g_z", "acc_real", "acc_fake",
@@ -495,13 +495,17 @@ class Trainer:
         """The EMA generator when --ema is on, else G itself: what samples and exports use."""
         return self.G_ema.module if self.G_ema is not None else self.G
 
+    def sampler(self) -> Generator:
+        """The sampling generator as `mnistgan generate` would load it from this step's export
+        (a copy with BN folded and no compiled graph): grids and scores show what it draws."""
+        cfg = self.cfg
+        net = build_generator(cfg.arch, cfg.latent_dim, cfg.width, cfg.conditional)
+        net.load_state_dict(self.sampling_generator().state_dict())
+        return Generator(net, self.generator_meta(), self.device)
+
     def save_samples(self) -> Path:
-        G = self.sampling_generator()
-        G.eval()
-        with torch.inference_mode():
-            y = self.fixed_labels.to(self.device) if self.cfg.conditional else None
-            imgs = to_uint8(self.gen(G, self.fixed_noise.to(self.device), y), self.pixel_range)
-        G.train()
+        y = self.fixed_labels if self.cfg.conditional else None
+        imgs = self.sampler().sample_from(self.fixed_noise, y)
         path = self.run_dir / "samples" / f"epoch_{self.epoch:03d}.png"
         return save_grid(imgs, path, nrow=self.cfg.grid_size, scale=2)
 
@@ -785,19 +789,10 @@ class Trainer:
         # imported here: the classifier loads only when evaluation is on
         from .metrics import evaluate_images, label_accuracy
 
-        G = self.sampling_generator()
         z = torch.randn(n or self.cfg.eval_n, self.cfg.latent_dim,
                         generator=torch.Generator().manual_seed(EVAL_SEED))  # fmt: skip
         y = torch.arange(len(z)) % 10  # balanced digits when conditional
-        G.eval()
-        with torch.inference_mode():
-            imgs = torch.cat([
-                to_uint8(self.gen(G, zb.to(self.device),
-                                  yb.to(self.device) if self.cfg.conditional else None),
-                         self.pixel_range)
-                for zb, yb in zip(z.split(1000), y.split(1000), strict=True)
-            ])  # fmt: skip
-        G.train()
+        imgs = self.sampler().sample_from(z, y if self.cfg.conditional else None, batch_size=1000)
         scores = evaluate_images(imgs, seed=0)
         if self.cfg.conditional:  # does a requested 7 come out as a 7?
             scores.update(label_accuracy(imgs, y))
@@ -811,7 +806,8 @@ class Trainer:
         if scores["fid"] < self.best_fid:
             self.best_fid = scores["fid"]
             meta = {**self.generator_meta(), "fid": scores["fid"], "eval_n": scores["n"]}
-            ckpt.export_generator(G, meta, self.run_dir / "best" / "generator.safetensors")
+            best = self.run_dir / "best" / "generator.safetensors"
+            ckpt.export_generator(self.sampling_generator(), meta, best)
         return scores
 
     def elapsed(self) -> float:
