@@ -120,8 +120,10 @@ def main():
     device = torch.device("cuda" if args.device.startswith("cuda") else "cpu")
     if device.type == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
-    ceil_conv = ceiling(device, "conv")
-    ceil_mm = ceiling(device, "matmul")
+    # the ceilings in the run's precision: bf16 steps are judged against bf16 kernels
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision, torch.float32)
+    ceil_conv = ceiling(device, "conv", dtype)
+    ceil_mm = ceiling(device, "matmul", dtype)
     rows = []
     for preset in args.presets.split(","):
         r = measure(preset, args.device, args.steps, args.repeats, data, extra)
@@ -133,13 +135,16 @@ def main():
             f"60k epoch {r['epoch_seconds_60k']:.0f}s",
             flush=True,
         )
-    print(f"ceilings: conv {ceil_conv:.0f} GFLOP/s, matmul {ceil_mm:.0f} GFLOP/s (fp32)")
+    print(f"ceilings ({args.precision}): conv {ceil_conv:.0f}, matmul {ceil_mm:.0f} GFLOP/s")
     out = {
         "device": args.device,
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "ceiling_gflop_s": {"conv_fp32": round(ceil_conv, 1), "matmul_fp32": round(ceil_mm, 1)},
+        "ceiling_gflop_s": {
+            f"conv_{args.precision}": round(ceil_conv, 1),
+            f"matmul_{args.precision}": round(ceil_mm, 1),
+        },
         "presets": rows,
         "command": "python benchmarks/throughput.py "
         + " ".join(
