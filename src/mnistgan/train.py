@@ -397,7 +397,9 @@ class Trainer:
         if not self.cfg.compile or self.compile_checked >= 2:  # train and eval graphs built
             return self.train_step(real, labels)
         nets = (self.G, self.D, self.opt_g, self.opt_d)
-        snapshot = copy.deepcopy([m.state_dict() for m in nets]), torch.get_rng_state()
+        cuda = self.device.type == "cuda"  # noise is drawn on the device: its RNG too
+        rng = torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if cuda else None
+        snapshot = copy.deepcopy([m.state_dict() for m in nets])
         try:
             out = self.train_step(real, labels)
             self.compile_checked += 1
@@ -406,9 +408,11 @@ class Trainer:
             if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
                 raise
             self.uncompile_models(e)
-            for m, state in zip(nets, snapshot[0], strict=True):
+            for m, state in zip(nets, snapshot, strict=True):
                 m.load_state_dict(state)
-            torch.set_rng_state(snapshot[1])
+            torch.set_rng_state(rng[0])
+            if cuda:
+                torch.cuda.set_rng_state(rng[1], self.device)
             return self.train_step(real, labels)
 
     def joint_step(self, real: torch.Tensor, labels=None):
