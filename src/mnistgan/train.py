@@ -724,12 +724,12 @@ class Trainer:
         )
         t_row, rows, pending = time.monotonic(), [], []
         for idx in batches:
-            stats = self.compiled_step(self.real[idx], self.labels[idx])
+            step_stats = self.compiled_step(self.real[idx], self.labels[idx])  # not read yet
             self.step += 1
             self.step_in_epoch += 1
             seen += len(idx)
             now = time.monotonic()
-            pending.append((stats, len(idx) / max(now - t_row, 1e-9), self.elapsed()))
+            pending.append((step_stats, len(idx) / max(now - t_row, 1e-9), self.elapsed()))
             t_row = now
             bar.update()
             if cfg.max_minutes is not None and now - self.t0 >= cfg.max_minutes * 60:
