@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +62,14 @@ def run_cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProce
         text=True,
         timeout=timeout,
     )
+
+
+def metrics_rows(run: Path) -> list[list[str]]:
+    """A run's metrics.csv rows, header checked and dropped."""
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:2] == ["epoch", "step"]
+    return rows[1:]
 
 
 # What the reliability tests tried and what got through; printed at the end of the run and

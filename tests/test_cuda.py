@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import metrics_rows
 
 from mnistgan import checkpoint as ckpt
 from mnistgan.config import resolve
@@ -30,18 +31,13 @@ def tiny(preset="fast", **kw):
     return resolve(preset, overrides={**base, **kw})[0]
 
 
-def rows_of(run_dir):
-    lines = (run_dir / "metrics.csv").read_text().splitlines()[1:]
-    return [line.split(",") for line in lines]
-
-
 @pytest.mark.parametrize("preset", ["fast", "tf-dcgan", "keras-dcgan"])
 def test_each_preset_trains_on_the_device_and_samples_alike_on_the_cpu(tmp_path, tiny_data, preset):
     res = train(tiny(preset, epochs=2, ema=0.9), tmp_path / "r", data=tiny_data, **QUIET)
     assert res.finished
-    steps = [int(r[1]) for r in rows_of(tmp_path / "r")]
+    steps = [int(r[1]) for r in metrics_rows(tmp_path / "r")]
     assert steps == list(range(1, res.step + 1))  # one row per step, in order
-    assert all(math.isfinite(float(v)) for r in rows_of(tmp_path / "r") for v in r[2:8])
+    assert all(math.isfinite(float(v)) for r in metrics_rows(tmp_path / "r") for v in r[2:8])
     state = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "r"))
     assert ("rng_cuda" in state) == ON_GPU
     here, cpu = (load_generator(tmp_path / "r", device=d) for d in (DEVICE, "cpu"))
@@ -54,7 +50,7 @@ def test_each_preset_trains_on_the_device_and_samples_alike_on_the_cpu(tmp_path,
 def test_bf16_autocast_trains(tmp_path, tiny_data):
     res = train(tiny("tf-dcgan", precision="bf16"), tmp_path / "r", data=tiny_data, **QUIET)
     assert res.finished
-    assert all(math.isfinite(float(r[2])) for r in rows_of(tmp_path / "r"))
+    assert all(math.isfinite(float(r[2])) for r in metrics_rows(tmp_path / "r"))
 
 
 def test_a_device_run_resumes_on_the_cpu(tmp_path, tiny_data):
@@ -79,7 +75,7 @@ def test_divergence_is_named_at_its_step_when_stats_are_read_in_batches(tmp_path
     t = NaNAt25(tiny(epochs=3), tmp_path / "r", tiny_data, **QUIET)
     with pytest.raises(DivergenceError, match=r"diverged at step 25: non-finite"):
         t.run()
-    assert [int(r[1]) for r in rows_of(tmp_path / "r")] == list(range(1, 25))
+    assert [int(r[1]) for r in metrics_rows(tmp_path / "r")] == list(range(1, 25))
     good = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "r"))
     assert good["step"] < 25  # nothing after the bad step was saved
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import record, run_cli
+from conftest import metrics_rows, record, run_cli
 from safetensors.torch import load_file
 
 from mnistgan import checkpoint as ckpt
@@ -44,13 +44,6 @@ def train_cmd(run: Path, resume: bool) -> list[str]:
 
 def temp_files(run: Path) -> list[Path]:
     return [*run.glob(".*.tmp"), *run.glob("checkpoints/.*.tmp")]
-
-
-def metrics_rows(run: Path) -> list[list[str]]:
-    with open(run / "metrics.csv", newline="") as f:
-        rows = list(csv.reader(f))
-    assert rows[0][:2] == ["epoch", "step"]
-    return rows[1:]
 
 
 def assert_same_run(run: Path, ref: Path):
