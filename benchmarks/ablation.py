@@ -23,6 +23,7 @@ VARIANTS = {
     "preset as is": [],
     "no EMA": ["--ema", "0"],
     "EMA warm-up": ["--ema-warmup"],
+    "no EMA warm-up": ["--no-ema-warmup"],
     "unconditional": ["--no-conditional"],
     "hinge + spectral norm": ["--loss", "hinge", "--spectral-norm"],
     "DiffAugment translation,cutout": ["--diffaugment", "translation,cutout"],

@@ -30,11 +30,12 @@ class Parser(argparse.ArgumentParser):
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     """One `--field-name` flag per Config field; values are checked by config.coerce."""
     g = p.add_argument_group("config overrides (any preset field)")
+    types_ = field_types()  # once: get_type_hints is slow (60 ms at every start-up)
     for f in dataclasses.fields(Config):
         if f.name in HIDDEN_FIELDS:
             continue
         flag = "--" + f.name.replace("_", "-")
-        t = field_types()[f.name]
+        t = types_[f.name]
         if t is bool:
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
         else:

@@ -332,5 +332,5 @@ def to_float(images: torch.Tensor, pixel_range: str) -> torch.Tensor:
 def to_uint8(x: torch.Tensor, pixel_range: str) -> torch.Tensor:
     """The inverse of to_float, rounded and clamped: generator output -> (N, 28, 28) uint8."""
     x = x.detach().float().reshape(-1, 28, 28)
-    x = (x + 1) * 127.5 if pixel_range == "tanh" else x * 255.0
-    return x.round().clamp(0, 255).to(torch.uint8).cpu()
+    x = (x + 1) * 127.5 if pixel_range == "tanh" else x * 255.0  # a new tensor: in place below
+    return x.round_().clamp_(0, 255).to(torch.uint8).cpu()

@@ -15,6 +15,10 @@ gradients) and is used only where benchmarks/layers.py measured it faster on thi
   at ~16 GFLOP/s in oneDNN; as one matmul (channels -> taps) plus a fold it runs ~1.5x faster.
 - FoldConvTranspose2d: the same idea for transposed convs with one output channel (the
   to-image layers of fast and tf-dcgan): a matmul, then F.fold scatters the taps, ~2.4x faster.
+
+Without autograd (sampling, evaluation) the last two place their taps with `add_taps`, one
+strided add per tap, instead of F.fold: 1.6-2.5x faster than col2im forward, but far slower
+backward (autograd copies each view), so training keeps F.fold.
 """
 
 from __future__ import annotations
@@ -112,6 +116,25 @@ class DFTConvTranspose2d(nn.ConvTranspose2d):
         return y if self.bias is None else y + self.bias.view(1, co, 1, 1)
 
 
+def place_taps(planes, grid, size, kernel, padding, stride) -> torch.Tensor:
+    """F.fold(planes.transpose(1, 2), size, kernel, padding=padding, stride=stride) for
+    planes of shape (b, h * w, channels * kh * kw) from an input grid (h, w). Without
+    autograd, one strided add per tap beats col2im (benchmarks/layers.py)."""
+    if torch.is_grad_enabled() and planes.requires_grad:
+        return F.fold(planes.transpose(1, 2), size, kernel, padding=padding, stride=stride)
+    (h, w), (kh, kw), (sh, sw), (ph, pw) = grid, kernel, stride, padding
+    b, co = planes.shape[0], planes.shape[2] // (kh * kw)
+    taps = planes.view(b, h, w, co, kh, kw).permute(0, 3, 4, 5, 1, 2)  # b, co, kh, kw, h, w
+    reach_h, reach_w = (h - 1) * sh + 1, (w - 1) * sw + 1
+    full = planes.new_zeros(
+        b, co, max(reach_h + kh - 1, ph + size[0]), max(reach_w + kw - 1, pw + size[1])
+    )
+    for i in range(kh):
+        for j in range(kw):
+            full[:, :, i : i + reach_h : sh, j : j + reach_w : sw] += taps[:, :, i, j]
+    return full[:, :, ph : ph + size[0], pw : pw + size[1]]
+
+
 class TapConv2d(nn.Conv2d):
     """A stride-1, 'same'-padded nn.Conv2d with few output channels computed as one matmul
     from channels to (output channel, tap) planes, summed into place by F.fold."""
@@ -137,7 +160,7 @@ class TapConv2d(nn.Conv2d):
         # fold scatters tap t of position q to q + t - pad; a conv gathers, hence the flip
         taps = self.weight.flip(-2, -1).permute(1, 0, 2, 3).reshape(ci, co * kh * kw)
         planes = input.permute(0, 2, 3, 1).reshape(b, h * w, ci) @ taps  # free if NHWC
-        y = F.fold(planes.transpose(1, 2), (h, w), (kh, kw), padding=self.padding)
+        y = place_taps(planes, (h, w), (h, w), (kh, kw), tuple(self.padding), (1, 1))
         return y if self.bias is None else y + self.bias.view(1, co, 1, 1)
 
 
@@ -164,7 +187,7 @@ class FoldConvTranspose2d(nn.ConvTranspose2d):
         size = ((h - 1) * sh - 2 * ph + kh + oh, (w - 1) * sw - 2 * pw + kw + ow)
         taps = self.weight.reshape(ci, co * kh * kw)
         planes = input.permute(0, 2, 3, 1).reshape(b, h * w, ci) @ taps  # free if NHWC
-        y = F.fold(planes.transpose(1, 2), size, (kh, kw), padding=self.padding, stride=self.stride)
+        y = place_taps(planes, (h, w), size, (kh, kw), self.padding, tuple(self.stride))
         return y if self.bias is None else y + self.bias.view(1, co, 1, 1)
 
 
