@@ -104,6 +104,8 @@ def test_presets_lists_counts():
     assert r.returncode == 0
     assert "2,330,944" in r.stdout and "375,553" in r.stdout
     assert "1,164,289" in r.stdout and "40,705" in r.stdout and "fast (default)" in r.stdout
+    # fast and cgan are conditional: their counts include the digit embedding and projection
+    assert r.stdout.count("G 278,017 params, D 67,873 params") == 2
 
 
 @pytest.mark.parametrize(

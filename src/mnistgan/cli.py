@@ -287,12 +287,14 @@ def cmd_presets(args) -> int:
     from .models import build_discriminator, build_generator, keras_param_count
 
     for name, cfg in PRESETS.items():
-        g = keras_param_count(build_generator(cfg.arch, cfg.latent_dim, cfg.width))
-        d = keras_param_count(build_discriminator(cfg.arch, cfg.width))
+        g = build_generator(cfg.arch, cfg.latent_dim, cfg.width, cfg.conditional)
+        d = build_discriminator(cfg.arch, cfg.width, cfg.conditional)
         default = " (default)" if name == DEFAULT_PRESET else ""
         print(f"{name}{default}: {cfg.description}")
         print(
-            f"    G {g:,} params, D {d:,} params; batch {cfg.batch_size}, {cfg.epochs} epochs, "
+            f"    G {keras_param_count(g):,} params, D {keras_param_count(d):,} params; "
+            f"batch {cfg.batch_size}, {cfg.epochs} epochs, loss {cfg.loss}"
+            f"{' + spectral norm' if cfg.spectral_norm else ''}, "
             f"Adam lr {cfg.lr_g:g}/{cfg.lr_d:g} betas ({cfg.beta1:g}, {cfg.beta2:g})"
         )
     return 0
