@@ -161,9 +161,15 @@ PRESETS: dict[str, Config] = {
         max_minutes=5.0,
     ),
 }
-# The same conditional network with the 10-minute budget that issue 5's cgan target names.
+# The same conditional network with the 10-minute budget that issue 5's cgan target names
+# (every digit drawn as asked >= 95 % of the time), trained with fast's earlier loss: at
+# 10 minutes hinge + spectral norm gave FID 4.45 but digit 7 only 93.8 % (non-saturating
+# loss: FID 6.10, every digit >= 96.4 %; n = 10,000).
 PRESETS["cgan"] = PRESETS["fast"].replace(
-    description="fast with a 10-minute budget: a chosen digit on demand, all 10 well drawn",
+    description="fast with a 10-minute budget and the ns loss: a chosen digit on demand, "
+    "all 10 well drawn",
+    loss="ns",
+    spectral_norm=False,
     max_minutes=10.0,
 )
 DEFAULT_PRESET = "fast"
