@@ -2,7 +2,10 @@
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -106,6 +109,20 @@ def test_presets_lists_counts():
     assert "1,164,289" in r.stdout and "40,705" in r.stdout and "fast (default)" in r.stdout
     # fast and cgan are conditional: their counts include the digit embedding and projection
     assert r.stdout.count("G 278,017 params, D 67,873 params") == 2
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["print fails", "final flush fails"])
+def test_output_survives_the_fast_exit_and_a_closed_pipe(unbuffered):
+    """entry() ends the process with os._exit: what was printed must still arrive whole, and
+    a reader that stops early (`| head -1`) gets exit status 1 and no traceback."""
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}  # "" counts as unset
+    listing = run_cli("presets", env=env).stdout
+    assert listing.count("params;") == 4 and listing.endswith("\n")
+    p = subprocess.Popen([sys.executable, "-m", "mnistgan", "presets"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)  # fmt: skip
+    p.stdout.close()  # the reader is gone before the command writes a byte
+    assert p.wait(timeout=60) == 1
+    assert p.stderr.read() == b""
 
 
 @pytest.mark.parametrize(
