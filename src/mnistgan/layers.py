@@ -16,7 +16,7 @@ gradients) and is used only where benchmarks/layers.py measured it faster on thi
 - FoldConvTranspose2d: the same idea for transposed convs with one output channel (the
   to-image layers of fast and tf-dcgan): a matmul, then F.fold scatters the taps, ~2.4x faster.
 
-Without autograd (sampling, evaluation) the last two place their taps with `add_taps`, one
+Without autograd (sampling, evaluation) the last two place their taps with `place_taps`, one
 strided add per tap, instead of F.fold: 1.6-2.5x faster than col2im forward, but far slower
 backward (autograd copies each view), so training keeps F.fold.
 """
